@@ -1,0 +1,174 @@
+"""Memory-mappable ``.npy`` files written in a stream, with a running sha256.
+
+Every file starts with a fixed 128-byte version-1.0 header, so an array of unknown length
+can be streamed to disk and its shape filled in at the end without moving the data.
+The checksum covers the data bytes only; dtype and shape are checked against the
+manifest separately.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from dyngnn.errors import InputError
+
+HEADER_BYTES = 128
+_MAGIC = b"\x93NUMPY\x01\x00"
+_CHUNK = 1 << 24
+
+
+def _header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+    body = text.encode("latin1")
+    pad = HEADER_BYTES - len(_MAGIC) - 2 - len(body) - 1
+    if pad < 0:
+        raise ValueError(f"npy header for shape {shape} does not fit {HEADER_BYTES} bytes")
+    return _MAGIC + struct.pack("<H", HEADER_BYTES - 10) + body + b" " * pad + b"\n"
+
+
+class NpyWriter:
+    """Appends rows to a ``.npy`` file; :meth:`close` writes the final header.
+
+    Args:
+        path: the file to create.
+        dtype: element type of the array.
+        row_shape: shape of one row (``()`` for a 1-D array, ``(2,)`` for ``[M, 2]``).
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype | str, row_shape: tuple[int, ...] = ()) -> None:
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.row_shape = tuple(row_shape)
+        self.rows = 0
+        self._sha = hashlib.sha256()
+        self._file = open(self.path, "wb")
+        self._file.write(b"\0" * HEADER_BYTES)
+
+    def write(self, rows: np.ndarray) -> None:
+        arr = np.ascontiguousarray(rows, dtype=self.dtype)
+        if arr.shape[1:] != self.row_shape:
+            raise ValueError(f"{self.path.name}: rows of shape {arr.shape[1:]}, expected {self.row_shape}")
+        data = arr.reshape(-1).view(np.uint8)
+        self._file.write(data)
+        self._sha.update(data)
+        self.rows += arr.shape[0]
+
+    def close(self) -> dict:
+        """Finish the file; return its manifest entry (file, dtype, shape, sha256)."""
+        shape = (self.rows, *self.row_shape)
+        self._file.seek(0)
+        self._file.write(_header(self.dtype, shape))
+        self._file.close()
+        return {
+            "file": self.path.name,
+            "dtype": np.lib.format.dtype_to_descr(self.dtype),
+            "shape": list(shape),
+            "sha256": self._sha.hexdigest(),
+        }
+
+
+def write_array(path: Path, array: np.ndarray) -> dict:
+    """Write a whole array; return its manifest entry."""
+    array = np.asarray(array)
+    w = NpyWriter(path, array.dtype, array.shape[1:])
+    w.write(array.reshape(-1, *array.shape[1:]) if array.ndim else array.reshape(1))
+    return w.close()
+
+
+def open_array(directory: Path, name: str, entry: dict) -> np.ndarray:
+    """Memory-map one array of a store, checking it against its manifest entry.
+
+    Raises:
+        InputError: missing file, unreadable header, dtype or shape other than the
+            manifest says, or a file shorter or longer than its header promises.
+    """
+    path = Path(directory) / entry["file"]
+    if not path.is_file():
+        raise InputError(f"{path}: array {name!r} is missing")
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        raise InputError(f"{path}: not a readable .npy array ({e})") from None
+    if fortran or list(shape) != list(entry["shape"]) or dtype != np.dtype(entry["dtype"]):
+        raise InputError(
+            f"{path}: array is {dtype}{list(shape)}, the manifest says "
+            f"{np.dtype(entry['dtype'])}{list(entry['shape'])}"
+        )
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = path.stat().st_size
+    if size != offset + nbytes:
+        what = "truncated" if size < offset + nbytes else "longer than its header says"
+        raise InputError(f"{path}: array {name!r} is {what} ({size} bytes, expected {offset + nbytes})")
+    if nbytes == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
+
+
+def data_sha256(array: np.ndarray) -> str:
+    """sha256 of an array's data bytes in C order, read in chunks (works on memmaps)."""
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    sha = hashlib.sha256()
+    for i in range(0, len(flat), _CHUNK):
+        sha.update(flat[i : i + _CHUNK])
+    return sha.hexdigest()
+
+
+class AtomicDirectory:
+    """A directory that appears at ``path`` only when :meth:`commit` succeeds.
+
+    Work happens in a hidden sibling; an exception inside the ``with`` block removes it
+    and leaves ``path`` as it was. With ``force`` an existing ``path`` is replaced.
+
+    Raises:
+        InputError: ``path`` exists and ``force`` is false, or is a file.
+    """
+
+    def __init__(self, path: Path | str, force: bool = False) -> None:
+        self.path = Path(path)
+        check_output_path(self.path, force)
+        self.force = force
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+
+    def commit(self) -> None:
+        old = None
+        if self.path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
+            os.rename(self.path, old / "store")
+        os.rename(self.tmp, self.path)
+        if old is not None:
+            shutil.rmtree(old)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> AtomicDirectory:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def check_output_path(path: Path | str, force: bool) -> None:
+    """Refuse to overwrite an existing output unless ``force`` (and never a file)."""
+    path = Path(path)
+    if path.exists() and (not force or not path.is_dir()):
+        kind = "directory" if path.is_dir() else "file"
+        hint = " (use --force to replace it)" if path.is_dir() else ""
+        raise InputError(f"{path}: output {kind} already exists{hint}")

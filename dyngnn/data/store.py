@@ -1,0 +1,761 @@
+"""DeltaStore: a dynamic graph as keyframes plus per-snapshot edge deltas, on disk.
+
+Each snapshot is stored either whole (a *keyframe*: its sorted edges) or as a *delta*
+against the previous snapshot: edges added (sorted), edges removed and edges re-weighted
+(both as positions in the previous snapshot, or as a bitmask over it, whichever is
+smaller). The encoder takes whichever of keyframe and delta is smaller and forces a
+keyframe every ``keyframe_every`` snapshots so that random access stays cheap.
+
+On disk a store is one directory: ``manifest.json`` (format version, sizes, dtypes, a
+sha256 per array) and one memory-mappable ``.npy`` per array. All snapshots share each
+array; per-snapshot counts locate a snapshot's slice.
+
+Legend: ``E_t`` edges in snapshot t, ``A_t`` added, ``R_t`` removed, ``W_t`` re-weighted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dyngnn.data.npyfile import AtomicDirectory, NpyWriter, data_sha256, open_array, write_array
+from dyngnn.data.snapshots import Snapshots, check_num_nodes, keys_to_edge_index
+from dyngnn.errors import InputError
+
+FORMAT = "dyngnn-delta-store"
+FORMAT_VERSION = 1
+DEFAULT_KEYFRAME_EVERY = 64
+
+KEYFRAME = 1  # flag bits, one byte per snapshot
+REMOVED_AS_MASK = 2
+REWEIGHTED_AS_MASK = 4
+
+# (name, role) of every graph array; role "count" arrays have one entry per snapshot.
+_GRAPH_ARRAYS = (
+    "flags",
+    "n_pairs",
+    "n_removed",
+    "n_reweighted",
+    "pairs",
+    "weights",
+    "removed",
+    "removed_mask",
+    "reweighted",
+    "reweighted_mask",
+    "reweight_values",
+)
+
+
+@dataclass
+class Delta:
+    """One stored snapshot, decoded.
+
+    Attributes:
+        keyframe: True when ``pairs`` is the whole snapshot.
+        pairs: ``[M, 2]`` (src, dst), sorted: the keyframe's edges or the added edges.
+        weights: ``float32 [M]`` for ``pairs``, or None (unweighted store).
+        removed: ``int64 [R]`` sorted positions in the previous snapshot.
+        reweighted: ``int64 [W]`` sorted positions in the previous snapshot.
+        reweight_values: ``float32 [W]`` new weights, or None.
+        nbytes: bytes this snapshot occupies in the store (its counts included).
+    """
+
+    keyframe: bool
+    pairs: np.ndarray
+    weights: np.ndarray | None
+    removed: np.ndarray
+    reweighted: np.ndarray
+    reweight_values: np.ndarray | None
+    nbytes: int
+
+
+def pairs_to_keys(pairs: np.ndarray, num_nodes: int) -> np.ndarray:
+    """``[M, 2]`` (src, dst) -> ``int64 [M]`` keys ``src * N + dst``."""
+    pairs = np.asarray(pairs)
+    return pairs[:, 0].astype(np.int64) * num_nodes + pairs[:, 1]
+
+
+def keys_to_pairs(keys: np.ndarray, num_nodes: int, dtype: np.dtype) -> np.ndarray:
+    """``int64 [M]`` keys -> ``[M, 2]`` (src, dst) in ``dtype``."""
+    out = np.empty((len(keys), 2), dtype=dtype)
+    if len(keys):
+        src, dst = np.divmod(keys, num_nodes)
+        out[:, 0], out[:, 1] = src, dst
+    return out
+
+
+def apply_delta(
+    keys: np.ndarray, weights: np.ndarray | None, delta: Delta, num_nodes: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rebuild snapshot t from snapshot t-1 and delta t (pure; inputs are not modified).
+
+    Args:
+        keys: ``int64 [E_{t-1}]`` sorted keys of the previous snapshot.
+        weights: ``float32 [E_{t-1}]`` or None.
+
+    Returns:
+        ``(keys, weights)`` of snapshot t, keys sorted and unique.
+    """
+    if delta.keyframe:
+        new_w = None if delta.weights is None else np.array(delta.weights, dtype=np.float32)
+        return pairs_to_keys(delta.pairs, num_nodes), new_w
+    if weights is not None and len(delta.reweighted):
+        weights = weights.copy()
+        weights[delta.reweighted] = delta.reweight_values
+    if len(delta.removed):
+        keep = np.ones(len(keys), dtype=bool)
+        keep[delta.removed] = False
+        keys = keys[keep]
+        weights = None if weights is None else weights[keep]
+    if len(delta.pairs):
+        added = pairs_to_keys(delta.pairs, num_nodes)
+        at = np.searchsorted(keys, added)
+        keys = np.insert(keys, at, added)
+        if weights is not None:
+            weights = np.insert(weights, at, delta.weights)
+    return keys, weights
+
+
+def diff_snapshots(
+    prev_keys: np.ndarray,
+    prev_w: np.ndarray | None,
+    keys: np.ndarray,
+    w: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """What changed from one sorted edge set to the next.
+
+    Returns:
+        ``(removed, added_keys, added_w, reweighted, reweight_values)``: positions in the
+        previous snapshot of removed and re-weighted edges, the added keys (sorted) and
+        their weights. Weights compare bit for bit, so the round trip is exact.
+    """
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, prev_keys), len(keys) - 1)
+        kept = keys[at] == prev_keys
+    else:
+        at = np.zeros(len(prev_keys), dtype=np.int64)
+        kept = np.zeros(len(prev_keys), dtype=bool)
+    removed = np.flatnonzero(~kept)
+    if len(prev_keys):
+        back = np.minimum(np.searchsorted(prev_keys, keys), len(prev_keys) - 1)
+        new = prev_keys[back] != keys
+    else:
+        new = np.ones(len(keys), dtype=bool)
+    added, added_w = keys[new], None if w is None else w[new]
+    reweighted = np.zeros(0, dtype=np.int64)
+    values = None
+    if w is not None:
+        stay = np.flatnonzero(kept)
+        now = w[at[stay]]
+        changed = prev_w[stay].view(np.uint32) != now.view(np.uint32)
+        reweighted, values = stay[changed], now[changed]
+    return removed, added, added_w, reweighted, values
+
+
+def _count_dtype(values: list[int]) -> np.dtype:
+    top = max(values, default=0)
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.uint64)
+
+
+def _compact_counts(name: str, values: list[int]) -> np.ndarray:
+    """Per-snapshot counts in the smallest dtype; empty when they hold no information.
+
+    An empty ``flags`` means "every snapshot is a keyframe", an empty count array means
+    "all zero", so a store of keyframes only is exactly as large as full snapshots.
+    """
+    if name == "flags":
+        return np.zeros(0, np.uint8) if all(v == KEYFRAME for v in values) else np.asarray(values, np.uint8)
+    if name != "n_pairs" and not any(values):
+        return np.zeros(0, np.uint8)
+    return np.asarray(values, dtype=_count_dtype(values))
+
+
+class _MemorySink:
+    def __init__(self, dtype: np.dtype, row_shape: tuple[int, ...] = ()) -> None:
+        self.dtype, self.row_shape, self.parts = np.dtype(dtype), row_shape, []
+
+    def write(self, rows: np.ndarray) -> None:
+        self.parts.append(np.asarray(rows, dtype=self.dtype))
+
+    def close(self) -> np.ndarray:
+        if not self.parts:
+            return np.zeros((0, *self.row_shape), dtype=self.dtype)
+        return np.concatenate(self.parts)
+
+
+class StoreBuilder:
+    """Encodes snapshots one at a time into a store, in memory or streamed to disk.
+
+    Only the current snapshot is held in memory, so a graph of any length can be
+    written with memory bounded by one snapshot. Use as a context manager when writing
+    to disk: an exception leaves no directory behind.
+
+    Args:
+        num_nodes: N. node_ids: ``int64 [N]`` original ids (default ``0..N-1``).
+        weighted: whether snapshots carry float32 edge weights.
+        keyframe_every: force a keyframe every K snapshots (0: only when smaller).
+        path: write to this directory (atomically, at :meth:`finish`); None: in memory.
+        force: replace an existing ``path``.
+        source: provenance recorded in the manifest (reader and its options).
+    """
+
+    def __init__(
+        self,
+        num_nodes: int,
+        node_ids: np.ndarray | None = None,
+        *,
+        weighted: bool = False,
+        keyframe_every: int = DEFAULT_KEYFRAME_EVERY,
+        path: Path | str | None = None,
+        force: bool = False,
+        source: dict[str, Any] | None = None,
+    ) -> None:
+        check_num_nodes(num_nodes)
+        if keyframe_every < 0:
+            raise InputError(f"keyframe_every {keyframe_every}: must be >= 0")
+        self.num_nodes = num_nodes
+        self.node_ids = np.arange(num_nodes, dtype=np.int64) if node_ids is None else np.asarray(node_ids, np.int64)
+        if len(self.node_ids) != num_nodes:
+            raise InputError(f"{len(self.node_ids)} node ids for {num_nodes} nodes")
+        self.weighted = weighted
+        self.keyframe_every = keyframe_every
+        self.source = source or {}
+        self.id_dtype = np.dtype(np.int32 if num_nodes < 2**31 else np.int64)
+        self.pos_dtype = self.id_dtype  # positions are < E <= N^2; int32 covers what fits memory
+        self._dir = None if path is None else AtomicDirectory(path, force)
+        self._sinks: dict[str, Any] = {}
+        for name, dtype, rows in (
+            ("pairs", self.id_dtype, (2,)),
+            ("weights", np.float32, ()),
+            ("removed", self.pos_dtype, ()),
+            ("removed_mask", np.uint8, ()),
+            ("reweighted", self.pos_dtype, ()),
+            ("reweighted_mask", np.uint8, ()),
+            ("reweight_values", np.float32, ()),
+        ):
+            if not weighted and name in ("weights", "reweighted", "reweighted_mask", "reweight_values"):
+                continue
+            self._sinks[name] = (
+                _MemorySink(dtype, rows) if self._dir is None else NpyWriter(self._dir.tmp / f"{name}.npy", dtype, rows)
+            )
+        self._counts: dict[str, list[int]] = {"flags": [], "n_pairs": [], "n_removed": [], "n_reweighted": []}
+        self._node_data: dict[str, tuple[np.ndarray, bool]] = {}
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._w: np.ndarray | None = np.zeros(0, dtype=np.float32) if weighted else None
+
+    @property
+    def num_snapshots(self) -> int:
+        return len(self._counts["flags"])
+
+    @property
+    def current_keys(self) -> np.ndarray:
+        """Sorted ``int64`` keys of the last snapshot added (read-only by convention)."""
+        return self._keys
+
+    def add(self, keys: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Append the next snapshot, given whole: ``int64 [E]`` sorted unique keys."""
+        keys = np.asarray(keys, dtype=np.int64)
+        w = self._check_weights(weights, len(keys))
+        removed, added, added_w, rew, rew_v = diff_snapshots(self._keys, self._w, keys, w)
+        self._emit(keys, w, removed, added, added_w, rew, rew_v)
+
+    def add_change(
+        self,
+        removed: np.ndarray,
+        added: np.ndarray,
+        added_weights: np.ndarray | None = None,
+        reweighted: np.ndarray | None = None,
+        reweight_values: np.ndarray | None = None,
+    ) -> None:
+        """Append the next snapshot, given as a change to the previous one.
+
+        Args:
+            removed: sorted positions in the previous snapshot.
+            added: sorted ``int64`` keys, none of them in the previous snapshot.
+            reweighted, reweight_values: sorted positions of kept edges and new weights.
+        """
+        removed = np.asarray(removed, dtype=np.int64)
+        added = np.asarray(added, dtype=np.int64)
+        added_w = self._check_weights(added_weights, len(added))
+        rew = np.zeros(0, np.int64) if reweighted is None else np.asarray(reweighted, np.int64)
+        rew_v = None if not self.weighted else self._check_weights(reweight_values, len(rew))
+        step = Delta(False, keys_to_pairs(added, self.num_nodes, self.id_dtype), added_w, removed, rew, rew_v, 0)
+        keys, w = apply_delta(self._keys, self._w, step, self.num_nodes)
+        self._emit(keys, w, removed, added, added_w, rew, rew_v)
+
+    def _check_weights(self, weights: np.ndarray | None, n: int) -> np.ndarray | None:
+        if not self.weighted:
+            return None
+        w = np.ones(n, dtype=np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
+        if len(w) != n:
+            raise InputError(f"{len(w)} weights for {n} edges")
+        return w
+
+    def _emit(self, keys, w, removed, added, added_w, rew, rew_v) -> None:
+        t = self.num_snapshots
+        prev_n = len(self._keys)
+        pair_b = 2 * self.id_dtype.itemsize
+        wb = 4 if self.weighted else 0
+        mask_b = -(-prev_n // 8)
+        rm_mask = mask_b < len(removed) * self.pos_dtype.itemsize
+        rw_mask = mask_b < len(rew) * self.pos_dtype.itemsize
+        delta_bytes = (
+            len(added) * (pair_b + wb)
+            + (mask_b if rm_mask else len(removed) * self.pos_dtype.itemsize)
+            + (len(rew) * wb + (mask_b if rw_mask else len(rew) * self.pos_dtype.itemsize) if self.weighted else 0)
+        )
+        forced = t == 0 or (self.keyframe_every > 0 and t % self.keyframe_every == 0)
+        s = self._sinks
+        if forced or len(keys) * (pair_b + wb) <= delta_bytes:
+            flags, n_pairs, n_rm, n_rw = KEYFRAME, len(keys), 0, 0
+            s["pairs"].write(keys_to_pairs(keys, self.num_nodes, self.id_dtype))
+            if self.weighted:
+                s["weights"].write(w)
+        else:
+            flags = (REMOVED_AS_MASK if rm_mask else 0) | (REWEIGHTED_AS_MASK if rw_mask else 0)
+            n_pairs, n_rm, n_rw = len(added), len(removed), len(rew)
+            s["pairs"].write(keys_to_pairs(added, self.num_nodes, self.id_dtype))
+            _write_positions(s["removed_mask"] if rm_mask else s["removed"], removed, prev_n, rm_mask)
+            if self.weighted:
+                s["weights"].write(added_w)
+                _write_positions(s["reweighted_mask"] if rw_mask else s["reweighted"], rew, prev_n, rw_mask)
+                s["reweight_values"].write(rew_v)
+        for name, v in zip(self._counts, (flags, n_pairs, n_rm, n_rw), strict=True):
+            self._counts[name].append(v)
+        self._keys, self._w = keys, w
+
+    def set_node_data(self, name: str, array: np.ndarray | None, per_snapshot: bool) -> None:
+        """Store node features (``name="x"``) or targets (``"y"``) beside the graph.
+
+        Args:
+            array: ``[N, ...]`` when static, ``[T, N, ...]`` when ``per_snapshot``.
+        """
+        if name not in ("x", "y"):
+            raise ValueError(f"StoreBuilder.set_node_data: name must be 'x' or 'y', got {name!r}")
+        if array is None:
+            self._node_data.pop(name, None)
+            return
+        array = np.asarray(array)
+        array = array.astype(np.int64 if array.dtype.kind in "iub" and name == "y" else np.float32, copy=False)
+        self._node_data[name] = (array, per_snapshot)
+
+    def finish(self) -> DeltaStore:
+        """Close the store. On disk: write the manifest and move the directory in place."""
+        if self.num_snapshots == 0:
+            raise InputError("a store needs at least one snapshot")
+        t = self.num_snapshots
+        meta: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "num_nodes": self.num_nodes,
+            "num_snapshots": t,
+            "weighted": self.weighted,
+            "keyframe_every": self.keyframe_every,
+            "id_dtype": self.id_dtype.name,
+            "node_data": {},
+            "source": self.source,
+        }
+        for name, (arr, per) in self._node_data.items():
+            lead = (t, self.num_nodes) if per else (self.num_nodes,)
+            if tuple(arr.shape[: len(lead)]) != lead:
+                raise InputError(
+                    f"node data {name!r} has shape {tuple(arr.shape)}, expected leading dimensions {lead}"
+                )
+            meta["node_data"][name] = "snapshot" if per else "static"
+        small = {n: _compact_counts(n, v) for n, v in self._counts.items()}
+        small["node_ids"] = self.node_ids
+        small.update({n: a for n, (a, _) in self._node_data.items()})
+        if self._dir is None:
+            arrays = {n: s.close() for n, s in self._sinks.items()} | small
+            return DeltaStore(arrays, meta)
+        with self._dir:
+            entries = {n: s.close() for n, s in self._sinks.items()}
+            entries |= {n: write_array(self._dir.tmp / f"{n}.npy", a) for n, a in small.items()}
+            meta["arrays"] = entries
+            (self._dir.tmp / "manifest.json").write_text(json.dumps(meta, indent=1) + "\n")
+            self._dir.commit()
+        return DeltaStore.open(self._dir.path)
+
+    def abort(self) -> None:
+        """Drop a store being written to disk (nothing is left behind)."""
+        for s in self._sinks.values():
+            if isinstance(s, NpyWriter):
+                s._file.close()  # noqa: SLF001
+        if self._dir is not None:
+            self._dir.abort()
+
+    def __enter__(self) -> StoreBuilder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def _write_positions(sink: Any, positions: np.ndarray, prev_n: int, as_mask: bool) -> None:
+    if as_mask:
+        bits = np.zeros(prev_n, dtype=bool)
+        bits[positions] = True
+        sink.write(np.packbits(bits, bitorder="little"))
+    else:
+        sink.write(positions)
+
+
+class DeltaStore:
+    """A dynamic graph of T snapshots over N nodes, stored as keyframes plus deltas.
+
+    Open one with :meth:`open` (memory-mapped) or build one with :meth:`from_snapshots`
+    (in memory; :meth:`save` writes it). Snapshot ``t`` is rebuilt from the nearest
+    keyframe at or before t; walking forward in time applies one delta per step.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path | None = None) -> None:
+        self._a = arrays
+        self.meta = meta
+        self.path = path
+        self.num_nodes: int = int(meta["num_nodes"])
+        self.num_snapshots: int = int(meta["num_snapshots"])
+        self.weighted: bool = bool(meta["weighted"])
+        self.keyframe_every: int = int(meta["keyframe_every"])
+        self._index()
+        self._cache: tuple[int, np.ndarray, np.ndarray | None] | None = None
+
+    # -- building -------------------------------------------------------------
+
+    @classmethod
+    def from_snapshots(
+        cls,
+        snapshots: Snapshots,
+        *,
+        keyframe_every: int = DEFAULT_KEYFRAME_EVERY,
+        path: Path | str | None = None,
+        force: bool = False,
+        source: dict[str, Any] | None = None,
+    ) -> DeltaStore:
+        """Encode in-memory snapshots; in memory, or atomically into ``path``."""
+        with StoreBuilder(
+            snapshots.num_nodes,
+            snapshots.node_ids,
+            weighted=snapshots.weights is not None,
+            keyframe_every=keyframe_every,
+            path=path,
+            force=force,
+            source=source,
+        ) as b:
+            for t, keys in enumerate(snapshots.keys):
+                b.add(keys, None if snapshots.weights is None else snapshots.weights[t])
+            b.set_node_data("x", snapshots.x, snapshots.x_per_snapshot)
+            b.set_node_data("y", snapshots.y, snapshots.y_per_snapshot)
+            return b.finish()
+
+    def save(self, path: Path | str, force: bool = False) -> DeltaStore:
+        """Write this store to ``path`` atomically; return the opened copy."""
+        with AtomicDirectory(path, force) as d:
+            entries = {name: write_array(d.tmp / f"{name}.npy", arr) for name, arr in self._a.items()}
+            meta = {k: v for k, v in self.meta.items() if k != "arrays"} | {"arrays": entries}
+            (d.tmp / "manifest.json").write_text(json.dumps(meta, indent=1) + "\n")
+            d.commit()
+        return DeltaStore.open(path)
+
+    # -- opening --------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str) -> DeltaStore:
+        """Open a store directory, memory-mapping its arrays.
+
+        Checks the manifest, the format version and every array's dtype, shape and
+        length (cheap); :meth:`verify` also checks checksums and every snapshot.
+
+        Raises:
+            InputError: not a store, a newer format, or a damaged array.
+        """
+        path = Path(path)
+        manifest = path / "manifest.json"
+        if not path.is_dir():
+            raise InputError(f"{path}: no such store directory")
+        if not manifest.is_file():
+            raise InputError(f"{path}: not a dyngnn store (no manifest.json)")
+        try:
+            meta = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{manifest}: not valid JSON ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise InputError(f"{manifest}: not a dyngnn store manifest")
+        version = meta.get("format_version")
+        if not isinstance(version, int):
+            raise InputError(f"{manifest}: format_version is missing")
+        if version > FORMAT_VERSION:
+            raise InputError(
+                f"{path}: store format version {version} is newer than this dyngnn reads "
+                f"({FORMAT_VERSION}); upgrade dyngnn"
+            )
+        try:
+            entries = meta["arrays"]
+            arrays = {name: open_array(path, name, entry) for name, entry in entries.items()}
+            return cls(arrays, meta, path)
+        except (KeyError, TypeError) as e:
+            raise InputError(f"{manifest}: malformed manifest (missing {e})") from None
+
+    def _index(self) -> None:
+        """Derive per-snapshot offsets from the counts and check they add up."""
+        where = self.path or "store"
+        t = self.num_snapshots
+        a = self._a
+        for name in ("flags", "n_pairs", "n_removed", "n_reweighted", "node_ids", "pairs"):
+            if name not in a:
+                raise InputError(f"{where}: array {name!r} is missing")
+        for name in ("flags", "n_pairs", "n_removed", "n_reweighted"):
+            if a[name].shape != (t,) and (name == "n_pairs" or a[name].shape != (0,)):
+                raise InputError(f"{where}: array {name!r} has shape {a[name].shape}, expected ({t},)")
+        if a["node_ids"].shape != (self.num_nodes,):
+            raise InputError(f"{where}: node_ids has shape {a['node_ids'].shape}, expected ({self.num_nodes},)")
+        flags = np.asarray(a["flags"]) if len(a["flags"]) else np.full(t, KEYFRAME, np.uint8)
+        self._flags = flags
+        kf = (flags & KEYFRAME) != 0
+        if t == 0 or not kf[0]:
+            raise InputError(f"{where}: snapshot 0 is not a keyframe")
+        n_pairs = np.asarray(a["n_pairs"], dtype=np.int64)
+        n_rm = np.where(kf, 0, np.asarray(a["n_removed"], dtype=np.int64)) if len(a["n_removed"]) else np.zeros(t, np.int64)
+        n_rw = np.where(kf, 0, np.asarray(a["n_reweighted"], dtype=np.int64)) if len(a["n_reweighted"]) else np.zeros(t, np.int64)
+        steps = np.arange(t)
+        last_kf = np.maximum.accumulate(np.where(kf, steps, 0))
+        change = np.cumsum(np.where(kf, 0, n_pairs - n_rm))
+        self.num_edges = n_pairs[last_kf] + change - change[last_kf]
+        prev = np.concatenate([[0], self.num_edges[:-1]])
+        mask_b = -(-prev // 8)
+
+        def ptr(counts: np.ndarray) -> np.ndarray:
+            return np.concatenate([[0], np.cumsum(counts)])
+
+        rm_mask = ~kf & ((flags & REMOVED_AS_MASK) != 0)
+        rw_mask = ~kf & ((flags & REWEIGHTED_AS_MASK) != 0)
+        self._ptr = {
+            "pairs": ptr(n_pairs),
+            "removed": ptr(np.where(rm_mask, 0, n_rm)),
+            "removed_mask": ptr(np.where(rm_mask, mask_b, 0)),
+            "reweighted": ptr(np.where(rw_mask, 0, n_rw)),
+            "reweighted_mask": ptr(np.where(rw_mask, mask_b, 0)),
+            "reweight_values": ptr(n_rw),
+        }
+        self._ptr["weights"] = self._ptr["pairs"]
+        self._n_rm, self._n_rw, self._prev = n_rm, n_rw, prev
+        self._last_kf = last_kf
+        names = ["pairs", "removed", "removed_mask"]
+        if self.weighted:
+            names += ["weights", "reweighted", "reweighted_mask", "reweight_values"]
+        for name in names:
+            if name not in a:
+                raise InputError(f"{where}: array {name!r} is missing")
+            if len(a[name]) != self._ptr[name][-1]:
+                raise InputError(
+                    f"{where}: array {name!r} has {len(a[name])} entries, the counts say {self._ptr[name][-1]}"
+                )
+
+    # -- reading --------------------------------------------------------------
+
+    @property
+    def node_ids(self) -> np.ndarray:
+        """``int64 [N]``: the original id of every node."""
+        return self._a["node_ids"]
+
+    def __len__(self) -> int:
+        return self.num_snapshots
+
+    def is_keyframe(self, t: int) -> bool:
+        return bool(self._flags[t] & KEYFRAME)
+
+    def _slice(self, name: str, t: int) -> np.ndarray:
+        p = self._ptr[name]
+        return np.asarray(self._a[name][p[t] : p[t + 1]])
+
+    def delta(self, t: int) -> Delta:
+        """Decode stored snapshot ``t`` (a keyframe or a delta) without applying it."""
+        t = self._check_t(t)
+        flags, prev = int(self._flags[t]), int(self._prev[t])
+        pairs = self._slice("pairs", t)
+        weights = self._slice("weights", t) if self.weighted else None
+        removed = self._positions("removed", t, flags & REMOVED_AS_MASK, prev)
+        if self.weighted:
+            reweighted = self._positions("reweighted", t, flags & REWEIGHTED_AS_MASK, prev)
+            values = self._slice("reweight_values", t)
+        else:
+            reweighted, values = np.zeros(0, dtype=np.int64), None
+        nbytes = sum(
+            self._slice(n, t).nbytes
+            for n in ("pairs", "weights", "removed", "removed_mask", "reweighted", "reweighted_mask", "reweight_values")
+            if n in self._a
+        ) + sum(self._a[n].dtype.itemsize for n in ("flags", "n_pairs", "n_removed", "n_reweighted") if len(self._a[n]))
+        return Delta(bool(flags & KEYFRAME), pairs, weights, removed, reweighted, values, nbytes)
+
+    def _positions(self, name: str, t: int, as_mask: int, prev: int) -> np.ndarray:
+        if as_mask:
+            bits = np.unpackbits(self._slice(f"{name}_mask", t), count=prev, bitorder="little")
+            return np.flatnonzero(bits)
+        return self._slice(name, t).astype(np.int64)
+
+    def _check_t(self, t: int) -> int:
+        t = int(t)
+        if not -self.num_snapshots <= t < self.num_snapshots:
+            raise IndexError(f"snapshot {t} out of range for a store of {self.num_snapshots} snapshots")
+        return t % self.num_snapshots
+
+    def snapshot_keys(self, t: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Snapshot ``t`` as sorted ``int64`` keys ``src * N + dst`` and float32 weights.
+
+        Starts from the last snapshot read when that is on the way from the nearest
+        keyframe, so reading in time order applies one delta per step.
+        """
+        t = self._check_t(t)
+        start = int(self._last_kf[t])
+        keys, w = np.zeros(0, dtype=np.int64), None
+        if self._cache is not None and start <= self._cache[0] <= t:
+            start, keys, w = self._cache
+            start += 1
+        for s in range(start, t + 1):
+            keys, w = apply_delta(keys, w, self.delta(s), self.num_nodes)
+        self._cache = (t, keys, w)
+        return keys, w
+
+    def snapshot(self, t: int):
+        """Snapshot ``t``: ``(edge_index int64 [2, E] sorted by (src, dst), edge_weight float32 [E] or None)``."""
+        import torch
+
+        keys, w = self.snapshot_keys(t)
+        ei = torch.from_numpy(keys_to_edge_index(keys, self.num_nodes))
+        return ei, None if w is None else torch.from_numpy(w.copy())
+
+    def __iter__(self) -> Iterator:
+        for t in range(self.num_snapshots):
+            yield self.snapshot(t)
+
+    def node_data(self, name: str, t: int) -> np.ndarray | None:
+        """Node features (``"x"``) or targets (``"y"``) at snapshot ``t``, or None."""
+        kind = self.meta.get("node_data", {}).get(name)
+        if kind is None:
+            return None
+        return np.asarray(self._a[name][self._check_t(t)] if kind == "snapshot" else self._a[name])
+
+    def to_pyg(self, t: int):
+        """Snapshot ``t`` as a ``torch_geometric.data.Data`` (x and y when stored)."""
+        import torch
+        from torch_geometric.data import Data
+
+        ei, w = self.snapshot(t)
+        data = Data(edge_index=ei, num_nodes=self.num_nodes)
+        if w is not None:
+            data.edge_weight = w
+        for name in ("x", "y"):
+            arr = self.node_data(name, t)
+            if arr is not None:
+                data[name] = torch.from_numpy(np.array(arr))
+        return data
+
+    def to_snapshots(self) -> Snapshots:
+        """Every snapshot, decoded, in memory."""
+        keys, weights = [], []
+        for t in range(self.num_snapshots):
+            k, w = self.snapshot_keys(t)
+            keys.append(k)
+            weights.append(w)
+        kinds = self.meta.get("node_data", {})
+        return Snapshots(
+            num_nodes=self.num_nodes,
+            node_ids=np.asarray(self.node_ids),
+            keys=keys,
+            weights=weights if self.weighted else None,
+            x=None if "x" not in kinds else np.asarray(self._a["x"]),
+            y=None if "y" not in kinds else np.asarray(self._a["y"]),
+            x_per_snapshot=kinds.get("x") == "snapshot",
+            y_per_snapshot=kinds.get("y") == "snapshot",
+        )
+
+    # -- accounting and checks ------------------------------------------------
+
+    def full_bytes(self) -> np.ndarray:
+        """``int64 [T]``: bytes of every snapshot stored whole.
+
+        Its pairs and weights plus one edge count per snapshot (the smallest unsigned
+        dtype that holds the largest count), the least a whole-snapshot layout needs.
+        """
+        per_edge = 2 * np.dtype(self.meta["id_dtype"]).itemsize + (4 if self.weighted else 0)
+        count = _count_dtype([int(self.num_edges.max())]).itemsize
+        return self.num_edges * per_edge + count
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes and encodings: what ``dyngnn data inspect`` prints."""
+        graph = sum(self._a[n].nbytes for n in _GRAPH_ARRAYS if n in self._a)
+        index = sum(self._a[n].nbytes for n in _GRAPH_ARRAYS[:4])
+        per = []
+        for t in range(self.num_snapshots):
+            kf = self.is_keyframe(t)
+            n_pairs = int(self._ptr["pairs"][t + 1] - self._ptr["pairs"][t])
+            per.append(
+                {
+                    "t": t,
+                    "edges": int(self.num_edges[t]),
+                    "encoding": "keyframe" if kf else "delta",
+                    "added": 0 if kf else n_pairs,
+                    "removed": int(self._n_rm[t]),
+                    "reweighted": int(self._n_rw[t]),
+                }
+            )
+        node_data = {
+            name: {"kind": kind, "shape": list(self._a[name].shape), "bytes": int(self._a[name].nbytes)}
+            for name, kind in self.meta.get("node_data", {}).items()
+        }
+        return {
+            "path": None if self.path is None else str(self.path),
+            "format_version": self.meta["format_version"],
+            "num_nodes": self.num_nodes,
+            "num_snapshots": self.num_snapshots,
+            "weighted": self.weighted,
+            "keyframe_every": self.keyframe_every,
+            "keyframes": int(sum(1 for p in per if p["encoding"] == "keyframe")),
+            "total_edges": int(self.num_edges.sum()),
+            "stored_graph_bytes": int(graph),
+            "index_bytes": int(index),
+            "full_snapshot_bytes": int(self.full_bytes().sum()),
+            "node_table_bytes": int(self._a["node_ids"].nbytes),
+            "node_data": node_data,
+            "source": self.meta.get("source", {}),
+            "snapshots": per,
+        }
+
+    def verify(self) -> None:
+        """Check every checksum, then replay every snapshot and check its invariants.
+
+        Raises:
+            InputError: the first problem found, naming the array or snapshot.
+        """
+        where = self.path or "store"
+        for name, entry in self.meta.get("arrays", {}).items():
+            if data_sha256(self._a[name]) != entry["sha256"]:
+                raise InputError(f"{where}/{entry['file']}: checksum mismatch (the file is corrupted)")
+        keys = np.zeros(0, dtype=np.int64)
+        n = self.num_nodes
+        for t in range(self.num_snapshots):
+            d = self.delta(t)
+            prev = len(keys)
+            if d.pairs.size and (d.pairs.min() < 0 or d.pairs.max() >= n):
+                raise InputError(f"{where}: snapshot {t}: node id outside 0..{n - 1}")
+            added = pairs_to_keys(d.pairs, n)
+            if np.any(np.diff(added) <= 0):
+                raise InputError(f"{where}: snapshot {t}: edges are not sorted and unique")
+            for what, pos in (("removed", d.removed), ("re-weighted", d.reweighted)):
+                if len(pos) and (pos[0] < 0 or pos[-1] >= prev or np.any(np.diff(pos) <= 0)):
+                    raise InputError(f"{where}: snapshot {t}: {what} positions are out of range or unsorted")
+            if not d.keyframe and len(added):
+                at = np.minimum(np.searchsorted(keys, added), max(prev - 1, 0))
+                if prev and np.any(keys[at] == added):
+                    raise InputError(f"{where}: snapshot {t}: an added edge is already present")
+            keys, _ = apply_delta(keys, np.zeros(prev, np.float32) if self.weighted else None, d, n)
+            if len(keys) != self.num_edges[t]:
+                raise InputError(f"{where}: snapshot {t}: {len(keys)} edges, the counts say {self.num_edges[t]}")

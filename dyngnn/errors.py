@@ -1,0 +1,12 @@
+"""The one exception type that means "the user's input is wrong".
+
+Anything raised as :class:`InputError` names what is wrong and where (a file, a line, a
+flag). The CLI prints its message on one line and exits with status 2; every other
+exception is a bug in dyngnn and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad input: a file, flag, config, store or checkpoint that dyngnn cannot use."""
