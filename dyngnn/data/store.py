@@ -227,6 +227,7 @@ class StoreBuilder:
             raise InputError(f"{len(self.node_ids)} node ids for {num_nodes} nodes")
         self.weighted = weighted
         self.keyframe_every = keyframe_every
+        self._encode_every = keyframe_every  # what the encoder forces; 1 when re-encoding
         self.source = source or {}
         self.id_dtype = np.dtype(np.int32 if num_nodes < 2**31 else np.int64)
         self.pos_dtype = self.id_dtype  # positions are < E <= N^2; int32 covers what fits memory
@@ -312,7 +313,7 @@ class StoreBuilder:
             + (mask_b if rm_mask else len(removed) * self.pos_dtype.itemsize)
             + (len(rew) * wb + (mask_b if rw_mask else len(rew) * self.pos_dtype.itemsize) if self.weighted else 0)
         )
-        forced = t == 0 or (self.keyframe_every > 0 and t % self.keyframe_every == 0)
+        forced = t == 0 or (self._encode_every > 0 and t % self._encode_every == 0)
         s = self._sinks
         if forced or len(keys) * (pair_b + wb) <= delta_bytes:
             flags, n_pairs, n_rm, n_rw = KEYFRAME, len(keys), 0, 0
@@ -374,15 +375,43 @@ class StoreBuilder:
         small["node_ids"] = self.node_ids
         small.update({n: a for n, (a, _) in self._node_data.items()})
         if self._dir is None:
-            arrays = {n: s.close() for n, s in self._sinks.items()} | small
-            return DeltaStore(arrays, meta)
+            store = DeltaStore({n: s.close() for n, s in self._sinks.items()} | small, meta)
+            return self._keyframes_if_smaller(store)
         with self._dir:
             entries = {n: s.close() for n, s in self._sinks.items()}
             entries |= {n: write_array(self._dir.tmp / f"{n}.npy", a) for n, a in small.items()}
             meta["arrays"] = entries
             (self._dir.tmp / "manifest.json").write_text(json.dumps(meta, indent=1) + "\n")
+            smaller = self._keyframes_if_smaller(DeltaStore.open(self._dir.tmp))
+            if smaller is not None:
+                self._dir.abort()
+                return smaller
             self._dir.commit()
         return DeltaStore.open(self._dir.path)
+
+    def _keyframes_if_smaller(self, store: DeltaStore) -> DeltaStore | None:
+        """Re-encode as keyframes only when deltas did not pay for their index.
+
+        The per-snapshot index (flags, removal counts) costs a few bytes per snapshot; on
+        a graph whose deltas save less than that, keyframes only are smaller, and then
+        exactly as large as full snapshots. Returns None when the store is fine as is
+        (on disk), or the store itself (in memory).
+        """
+        st = store.stats(per_snapshot=False)
+        if st["stored_graph_bytes"] <= st["full_snapshot_bytes"] or self._encode_every == 1:
+            return store if self._dir is None else None
+        b = StoreBuilder(
+            self.num_nodes, self.node_ids, weighted=self.weighted, keyframe_every=self.keyframe_every,
+            path=None if self._dir is None else self._dir.path, force=self._dir is not None and self._dir.force,
+            source=self.source,
+        )
+        b._encode_every = 1
+        with b:
+            for t in range(store.num_snapshots):
+                b.add(*store.snapshot_keys(t))
+            for name, (arr, per) in self._node_data.items():
+                b.set_node_data(name, arr, per)
+            return b.finish()
 
     def abort(self) -> None:
         """Drop a store being written to disk (nothing is left behind)."""
@@ -689,12 +718,12 @@ class DeltaStore:
         count = _count_dtype([int(self.num_edges.max())]).itemsize
         return self.num_edges * per_edge + count
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, per_snapshot: bool = True) -> dict[str, Any]:
         """Sizes and encodings: what ``dyngnn data inspect`` prints."""
         graph = sum(self._a[n].nbytes for n in _GRAPH_ARRAYS if n in self._a)
         index = sum(self._a[n].nbytes for n in _GRAPH_ARRAYS[:4])
         per = []
-        for t in range(self.num_snapshots):
+        for t in range(self.num_snapshots if per_snapshot else 0):
             kf = self.is_keyframe(t)
             n_pairs = int(self._ptr["pairs"][t + 1] - self._ptr["pairs"][t])
             per.append(
@@ -718,7 +747,7 @@ class DeltaStore:
             "num_snapshots": self.num_snapshots,
             "weighted": self.weighted,
             "keyframe_every": self.keyframe_every,
-            "keyframes": int(sum(1 for p in per if p["encoding"] == "keyframe")),
+            "keyframes": int(((self._flags & KEYFRAME) != 0).sum()),
             "total_edges": int(self.num_edges.sum()),
             "stored_graph_bytes": int(graph),
             "index_bytes": int(index),

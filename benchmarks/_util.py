@@ -1,0 +1,58 @@
+"""Small helpers shared by the benchmark scripts: tables, JSON output, machine info."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT_DIR = Path(__file__).resolve().parent / "out"
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on (they mean little without it)."""
+    return {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def write_json(path: Path | str, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` plus machine info as JSON; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=1) + "\n")
+    return path
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Print ``rows`` as an aligned text table (ints with thousands separators)."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "NO"
+        if isinstance(v, (int, np.integer)):
+            return f"{int(v):,}"
+        if isinstance(v, (float, np.floating)):
+            return f"{float(v):.3f}"
+        return "" if v is None else str(v)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    width = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, width)))
+    for row in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(row, width)))
+
+
+def percentile_ms(seconds: list[float], q: float) -> float:
+    """The ``q``-th percentile of durations given in seconds, in milliseconds."""
+    return float(np.percentile(np.asarray(seconds) * 1e3, q))

@@ -1,0 +1,1 @@
+"""Conversions between DeltaStore and the data types of neighbouring libraries."""
