@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,8 @@ def _setup_logging(verbose: bool) -> None:
 def _fmt_bytes(n: int) -> str:
     if n < 1024:
         return f"{n:,} B"
-    size, unit = float(n), "B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        size /= 1024
-        if size < 1024:
-            break
-    return f"{size:,.1f} {unit} ({n:,} B)"
+    exp = min(int(math.log(n, 1024)), 4)
+    return f"{n / 1024**exp:,.1f} {('KiB', 'MiB', 'GiB', 'TiB')[exp - 1]} ({n:,} B)"
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -65,7 +62,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     log.info(
         "read %s: %s snapshots over %s nodes, %s edges in all",
-        args.source, f"{snaps.num_snapshots:,}", f"{snaps.num_nodes:,}", f"{sum(len(k) for k in snaps.keys):,}",
+        args.source,
+        f"{snaps.num_snapshots:,}",
+        f"{snaps.num_nodes:,}",
+        f"{sum(len(k) for k in snaps.keys):,}",
     )
     store = DeltaStore.from_snapshots(
         snaps, keyframe_every=args.keyframe_every, path=args.out, force=args.force, source=meta
@@ -73,7 +73,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     st = store.stats()
     log.info(
         "wrote %s: %s stored, %s as full snapshots",
-        args.out, _fmt_bytes(st["stored_graph_bytes"]), _fmt_bytes(st["full_snapshot_bytes"]),
+        args.out,
+        _fmt_bytes(st["stored_graph_bytes"]),
+        _fmt_bytes(st["full_snapshot_bytes"]),
     )
     return 0
 
@@ -113,7 +115,7 @@ def _print_inspection(st: dict[str, Any], rows: int) -> None:
     print()
     print(f"{'t':>7} {'edges':>11} {'encoding':>9} {'+added':>10} {'-removed':>10} {'~reweighted':>12}")
     snaps = st["snapshots"]
-    shown = snaps if len(snaps) <= rows else snaps[: rows - rows // 3] + [None] + snaps[-(rows // 3) :]
+    shown = snaps if len(snaps) <= rows else [*snaps[: rows - rows // 3], None, *snaps[-(rows // 3) :]]
     for s in shown:
         if s is None:
             print(f"{'...':>7}  ({len(snaps) - len(shown) + 1:,} more; --rows N or --json to see them)")
@@ -165,7 +167,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     st = store.stats()
     log.info(
         "wrote %s: %s snapshots, %s stored, %s as full snapshots",
-        args.out, f"{store.num_snapshots:,}", _fmt_bytes(st["stored_graph_bytes"]),
+        args.out,
+        f"{store.num_snapshots:,}",
+        _fmt_bytes(st["stored_graph_bytes"]),
         _fmt_bytes(st["full_snapshot_bytes"]),
     )
     return 0
@@ -192,17 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("source", help="edge list (.csv/.txt/.tsv, optionally .gz), PyG-T .json, or a dataset name")
     c.add_argument("--out", required=True, type=Path, help="store directory to create")
-    c.add_argument("--format", default="auto", choices=["auto", "snap", "pygt-json"], help="input format (default: by extension)")
+    c.add_argument(
+        "--format", default="auto", choices=["auto", "snap", "pygt-json"], help="input format (default: by extension)"
+    )
     c.add_argument("--window", help="snapshot length: seconds, or a number with s/m/h/d/w (e.g. 7d)")
     c.add_argument("--lifetime", help="how long an event stays in snapshots (>= window; default: window)")
     c.add_argument(
-        "--weight", choices=["none", "count", "sum", "last"],
+        "--weight",
+        choices=["none", "count", "sum", "last"],
         help="edge weight from repeated events: none (default for event lists), count, sum (default for "
         "weighted snapshot files) or last",
     )
     c.add_argument("--undirected", action="store_true", help="add the reverse of every edge")
     c.add_argument("--columns", help="roles of the file's columns, e.g. src,dst,-,time (default: detected)")
-    c.add_argument("--keyframe-every", type=int, default=64, metavar="K", help="force a keyframe every K snapshots (0: never; default 64)")
+    c.add_argument(
+        "--keyframe-every",
+        type=int,
+        default=64,
+        metavar="K",
+        help="force a keyframe every K snapshots (0: never; default 64)",
+    )
     c.add_argument("--force", action="store_true", help="replace --out if it exists")
     c.set_defaults(func=cmd_convert)
 
@@ -228,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--churn", required=True, type=float, help="fraction of edges replaced per step (0.01 = 1%%)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--beta", type=float, default=0.7, help="degree skew: power-law exponent 1 + 1/beta (default 0.7)")
-    s.add_argument("--keyframe-every", type=int, default=64, metavar="K", help="force a keyframe every K snapshots (0: never)")
+    s.add_argument(
+        "--keyframe-every", type=int, default=64, metavar="K", help="force a keyframe every K snapshots (0: never)"
+    )
     s.add_argument("--force", action="store_true", help="replace --out if it exists")
     s.set_defaults(func=cmd_synth)
 

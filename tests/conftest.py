@@ -40,6 +40,11 @@ def cli(capsys):
     return run
 
 
-def leftovers(directory: Path, name: str) -> list[Path]:
-    """Temporary siblings a store write could leave behind."""
-    return [p for p in directory.iterdir() if p.name.startswith(f".{name}.")]
+@pytest.fixture
+def leftovers():
+    """``leftovers(directory, name)``: temporary siblings a write of ``name`` left behind."""
+
+    def find(directory: Path, name: str) -> list[Path]:
+        return [p for p in directory.iterdir() if p.name.startswith(f".{name}.")]
+
+    return find

@@ -48,7 +48,7 @@ class NpyWriter:
         self.row_shape = tuple(row_shape)
         self.rows = 0
         self._sha = hashlib.sha256()
-        self._file = open(self.path, "wb")
+        self._file = open(self.path, "wb")  # noqa: SIM115 - held open across write() calls
         self._file.write(b"\0" * HEADER_BYTES)
 
     def write(self, rows: np.ndarray) -> None:
@@ -95,19 +95,14 @@ def open_array(directory: Path, name: str, entry: dict) -> np.ndarray:
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            read = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(f)
             offset = f.tell()
-    except (ValueError, OSError, SyntaxError) as e:
-        raise InputError(f"{path}: not a readable .npy array ({e})") from None
+    except Exception as e:
+        raise InputError(f"{path}: not a readable .npy array ({type(e).__name__})") from None
     if fortran or list(shape) != list(entry["shape"]) or dtype != np.dtype(entry["dtype"]):
         raise InputError(
-            f"{path}: array is {dtype}{list(shape)}, the manifest says "
-            f"{np.dtype(entry['dtype'])}{list(entry['shape'])}"
+            f"{path}: array is {dtype}{list(shape)}, the manifest says {np.dtype(entry['dtype'])}{list(entry['shape'])}"
         )
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     size = path.stat().st_size

@@ -136,8 +136,7 @@ def _layout(path: Path, columns: str | None) -> tuple[str | None, bool, int, dic
             roles = {"src": 0, "dst": 1, "weight": 2, "time": 3}
         else:
             raise InputError(
-                f"{path}:{no}: expected 3 or 4 columns (src dst [weight] time), got {ncols}; "
-                "name them with --columns"
+                f"{path}:{no}: expected 3 or 4 columns (src dst [weight] time), got {ncols}; name them with --columns"
             )
     for role in ("src", "dst", "time"):
         if role not in roles:
@@ -299,8 +298,12 @@ def _per_snapshot(doc: dict, path: Path, weight_mode: str | None, undirected: bo
         xs.append(snap.get("X"))
         ys.append(snap.get("y"))
     snaps = from_edge_lists(
-        ei, ew if any(w is not None for w in ew) else None, n,
-        weight_mode=weight_mode, undirected=undirected, where=str(path),
+        ei,
+        ew if any(w is not None for w in ew) else None,
+        n,
+        weight_mode=weight_mode,
+        undirected=undirected,
+        where=str(path),
     )
     if all(x is not None for x in xs):
         snaps.x, snaps.x_per_snapshot = np.asarray(xs, dtype=np.float32), True
@@ -359,8 +362,14 @@ def load_snapshots(
     mode = weight or "none"
     meta |= {"window": w, "lifetime": life if life is not None else w, "weight": mode, "events": len(events.time)}
     snaps = bin_events(
-        events.src, events.dst, events.time, events.weight,
-        window=w, lifetime=life, weight_mode=mode, undirected=undirected,
+        events.src,
+        events.dst,
+        events.time,
+        events.weight,
+        window=w,
+        lifetime=life,
+        weight_mode=mode,
+        undirected=undirected,
     )
     meta["t_start"] = events.time.min().item()
     return snaps, meta

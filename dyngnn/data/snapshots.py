@@ -55,9 +55,7 @@ class Snapshots:
     def __post_init__(self) -> None:
         check_num_nodes(self.num_nodes)
         if self.weights is not None and len(self.weights) != len(self.keys):
-            raise ValueError(
-                f"Snapshots: {len(self.weights)} weight arrays for {len(self.keys)} snapshots"
-            )
+            raise ValueError(f"Snapshots: {len(self.weights)} weight arrays for {len(self.keys)} snapshots")
         for name, arr, per in (("x", self.x, self.x_per_snapshot), ("y", self.y, self.y_per_snapshot)):
             if arr is None:
                 continue
@@ -134,20 +132,14 @@ def merge_events(
     elif mode in ("sum", "last"):
         w = np.ones(len(perm)) if weight is None else np.asarray(weight, dtype=np.float64)[perm]
         if mode == "sum":
-            edge_weight = (
-                np.add.reduceat(w, starts) if len(starts) else np.zeros(0)
-            ).astype(np.float32)
+            edge_weight = (np.add.reduceat(w, starts) if len(starts) else np.zeros(0)).astype(np.float32)
         else:
             ends = np.append(starts[1:], len(perm)) - 1
             edge_weight = w[ends].astype(np.float32)
 
     bounds = np.searchsorted(edge_group, np.arange(num_groups + 1))
     out_keys = [edge_keys[bounds[i] : bounds[i + 1]] for i in range(num_groups)]
-    out_w = (
-        None
-        if edge_weight is None
-        else [edge_weight[bounds[i] : bounds[i + 1]] for i in range(num_groups)]
-    )
+    out_w = None if edge_weight is None else [edge_weight[bounds[i] : bounds[i + 1]] for i in range(num_groups)]
     return out_keys, out_w
 
 

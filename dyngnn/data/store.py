@@ -367,9 +367,7 @@ class StoreBuilder:
         for name, (arr, per) in self._node_data.items():
             lead = (t, self.num_nodes) if per else (self.num_nodes,)
             if tuple(arr.shape[: len(lead)]) != lead:
-                raise InputError(
-                    f"node data {name!r} has shape {tuple(arr.shape)}, expected leading dimensions {lead}"
-                )
+                raise InputError(f"node data {name!r} has shape {tuple(arr.shape)}, expected leading dimensions {lead}")
             meta["node_data"][name] = "snapshot" if per else "static"
         small = {n: _compact_counts(n, v) for n, v in self._counts.items()}
         small["node_ids"] = self.node_ids
@@ -401,8 +399,12 @@ class StoreBuilder:
         if st["stored_graph_bytes"] <= st["full_snapshot_bytes"] or self._encode_every == 1:
             return store if self._dir is None else None
         b = StoreBuilder(
-            self.num_nodes, self.node_ids, weighted=self.weighted, keyframe_every=self.keyframe_every,
-            path=None if self._dir is None else self._dir.path, force=self._dir is not None and self._dir.force,
+            self.num_nodes,
+            self.node_ids,
+            weighted=self.weighted,
+            keyframe_every=self.keyframe_every,
+            path=None if self._dir is None else self._dir.path,
+            force=self._dir is not None and self._dir.force,
             source=self.source,
         )
         b._encode_every = 1
@@ -417,7 +419,7 @@ class StoreBuilder:
         """Drop a store being written to disk (nothing is left behind)."""
         for s in self._sinks.values():
             if isinstance(s, NpyWriter):
-                s._file.close()  # noqa: SLF001
+                s._file.close()
         if self._dir is not None:
             self._dir.abort()
 
@@ -552,8 +554,16 @@ class DeltaStore:
         if t == 0 or not kf[0]:
             raise InputError(f"{where}: snapshot 0 is not a keyframe")
         n_pairs = np.asarray(a["n_pairs"], dtype=np.int64)
-        n_rm = np.where(kf, 0, np.asarray(a["n_removed"], dtype=np.int64)) if len(a["n_removed"]) else np.zeros(t, np.int64)
-        n_rw = np.where(kf, 0, np.asarray(a["n_reweighted"], dtype=np.int64)) if len(a["n_reweighted"]) else np.zeros(t, np.int64)
+        n_rm = (
+            np.where(kf, 0, np.asarray(a["n_removed"], dtype=np.int64))
+            if len(a["n_removed"])
+            else np.zeros(t, np.int64)
+        )
+        n_rw = (
+            np.where(kf, 0, np.asarray(a["n_reweighted"], dtype=np.int64))
+            if len(a["n_reweighted"])
+            else np.zeros(t, np.int64)
+        )
         steps = np.arange(t)
         last_kf = np.maximum.accumulate(np.where(kf, steps, 0))
         change = np.cumsum(np.where(kf, 0, n_pairs - n_rm))

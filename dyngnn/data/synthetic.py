@@ -101,10 +101,15 @@ def synthesize(
     rng = np.random.default_rng(seed)
     sampler = _EndpointSampler(num_nodes, beta, rng)
     source = {
-        "synthetic": True, "nodes": num_nodes, "edges": num_edges, "snapshots": num_snapshots,
-        "churn": churn, "seed": seed, "beta": beta,
+        "synthetic": True,
+        "nodes": num_nodes,
+        "edges": num_edges,
+        "snapshots": num_snapshots,
+        "churn": churn,
+        "seed": seed,
+        "beta": beta,
     }
-    replace = int(round(churn * num_edges))
+    replace = round(churn * num_edges)
     steps = range(1, num_snapshots)
     if progress:
         from tqdm import tqdm

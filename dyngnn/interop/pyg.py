@@ -49,7 +49,9 @@ def from_data_list(
 ) -> DeltaStore:
     """Encode a list of ``Data`` snapshots as a DeltaStore (in memory, or at ``path``)."""
     snaps = data_list_to_snapshots(data_list)
-    return DeltaStore.from_snapshots(snaps, keyframe_every=keyframe_every, path=path, source={"format": "pyg-data-list"})
+    return DeltaStore.from_snapshots(
+        snaps, keyframe_every=keyframe_every, path=path, source={"format": "pyg-data-list"}
+    )
 
 
 def to_data_list(store: DeltaStore) -> list[Any]:

@@ -28,9 +28,7 @@ def _stack(items: list[Any], what: str) -> np.ndarray | None:
         raise InputError(f"signal: {what} change shape between snapshots") from None
 
 
-def signal_to_snapshots(
-    signal: Any, *, num_nodes: int | None = None, weight_mode: str | None = None
-) -> Snapshots:
+def signal_to_snapshots(signal: Any, *, num_nodes: int | None = None, weight_mode: str | None = None) -> Snapshots:
     """A ``DynamicGraphTemporalSignal`` (or ``StaticGraphTemporalSignal``) -> :class:`Snapshots`.
 
     Args:
@@ -55,9 +53,7 @@ def signal_to_snapshots(
             num_nodes = max((int(np.max(e)) for e in edge_indices if e is not None and np.size(e)), default=-1) + 1
     ei = [np.zeros((2, 0), np.int64) if e is None else np.asarray(e) for e in edge_indices]
     weighted = any(w is not None for w in edge_weights)
-    snaps = from_edge_lists(
-        ei, edge_weights if weighted else None, num_nodes, weight_mode=weight_mode, where="signal"
-    )
+    snaps = from_edge_lists(ei, edge_weights if weighted else None, num_nodes, weight_mode=weight_mode, where="signal")
     snaps.x, snaps.x_per_snapshot = (None if x is None else x.astype(np.float32)), True
     snaps.y, snaps.y_per_snapshot = y, True
     snaps.__post_init__()
@@ -91,6 +87,8 @@ def to_signal(store: DeltaStore) -> Any:
         ei, w = store.snapshot(t)
         edge_indices.append(ei.numpy())
         edge_weights.append(None if w is None else w.numpy())
-        features.append(store.node_data("x", t))
-        targets.append(store.node_data("y", t))
+        # copies: the signal hands its arrays to torch, which wants them writable
+        x, y = store.node_data("x", t), store.node_data("y", t)
+        features.append(None if x is None else np.array(x))
+        targets.append(None if y is None else np.array(y))
     return pygt.signal.DynamicGraphTemporalSignal(edge_indices, edge_weights, features, targets)

@@ -33,6 +33,5 @@ def import_pygt() -> Any:
         return importlib.import_module("torch_geometric_temporal")
     except ImportError as e:
         raise InputError(
-            f"PyTorch Geometric Temporal is not installed ({e}); "
-            "pip install --no-deps torch-geometric-temporal==0.56.2"
+            f"PyTorch Geometric Temporal is not installed ({e}); pip install --no-deps torch-geometric-temporal==0.56.2"
         ) from None

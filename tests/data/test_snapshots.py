@@ -153,5 +153,5 @@ def test_given_snapshots_merge_duplicates_and_keep_ids():
     assert _edges(snaps, 1) == []
     last = from_edge_lists(ei, ew, 4, weight_mode="last")
     assert last.weights[0].tolist() == [2.0, 3.0]
-    with pytest.raises(InputError, match="node id 9 outside 0..3"):
+    with pytest.raises(InputError, match=r"node id 9 outside 0\.\.3"):
         from_edge_lists([np.array([[9], [0]])], None, 4)

@@ -1,0 +1,169 @@
+"""Every kind of bad input: one clear line naming file (and line), exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def convert_fails(cli, tmp_path, leftovers):
+    """``convert_fails(source, *flags, expect=[...])``: convert must fail cleanly."""
+
+    def run(source, *flags, expect):
+        out = tmp_path / "store"
+        r = cli("data", "convert", source, "--out", out, *flags)
+        assert r.code == 2, r.err
+        assert len(r.error_lines) == 1, r.err
+        for piece in expect:
+            assert piece in r.error_lines[0], r.error_lines[0]
+        assert not out.exists() and leftovers(tmp_path, "store") == []
+        return r.error_lines[0]
+
+    return run
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_missing_file(convert_fails, tmp_path):
+    convert_fails(tmp_path / "nope.csv", "--window", "1d", expect=["nope.csv", "no such file"])
+
+
+def test_empty_file(convert_fails, tmp_path):
+    p = write(tmp_path, "empty.csv", "")
+    convert_fails(p, "--window", "1d", expect=[f"{p}", "empty"])
+    p = write(tmp_path, "comments.csv", "# only a comment\n")
+    convert_fails(p, "--window", "1d", expect=[f"{p}", "empty"])
+
+
+def test_non_numeric_field(convert_fails, tmp_path):
+    p = write(tmp_path, "e.csv", "1,2,10\n3,x4,11\n")
+    convert_fails(p, "--window", "5", expect=[f"{p}:2:", "'x4'", "not an integer"])
+    p = write(tmp_path, "t.csv", "1,2,10\n3,4,soon\n")
+    convert_fails(p, "--window", "5", expect=[f"{p}:2:", "'soon'", "not a number"])
+
+
+def test_wrong_number_of_columns(convert_fails, tmp_path):
+    p = write(tmp_path, "e.csv", "1,2,10\n3,4,11\n5,6\n")
+    convert_fails(p, "--window", "5", expect=[f"{p}:3:", "expected 3 columns, got 2"])
+    p = write(tmp_path, "wide.csv", "1,2,10\n3,4,11,7\n")
+    convert_fails(p, "--window", "5", expect=[f"{p}:2:", "expected 3 columns, got 4"])
+    p = write(tmp_path, "two.csv", "1,2\n3,4\n")
+    convert_fails(p, "--window", "5", expect=[f"{p}:1:", "expected 3 or 4 columns"])
+
+
+@pytest.mark.parametrize("stamp", ["nan", "inf", "-inf", "-1e400", "-99999999999999999999999"])
+def test_bad_timestamps(convert_fails, tmp_path, stamp):
+    p = write(tmp_path, "e.csv", f"# header comment\n1,2,10\n3,4,{stamp}\n")
+    convert_fails(p, "--window", "5", expect=[f"{p}:3:", "timestamp"])
+
+
+def test_node_id_beyond_int64(convert_fails, tmp_path):
+    p = write(tmp_path, "e.csv", "1,2,10\n9223372036854775808,4,11\n")
+    convert_fails(p, "--window", "5", expect=[f"{p}:2:", "does not fit in int64"])
+
+
+@pytest.mark.parametrize("window", ["0", "-3", "0d"])
+def test_window_not_positive(convert_fails, tmp_path, window):
+    convert_fails(FIX / "bitcoin_like.csv", f"--window={window}", expect=["window", window])
+
+
+def test_lifetime_shorter_than_window(convert_fails, tmp_path):
+    convert_fails(FIX / "bitcoin_like.csv", "--window", "10", "--lifetime", "5", expect=["lifetime 5", ">= window"])
+
+
+def test_output_exists_unless_force(cli, tmp_path, leftovers):
+    out = tmp_path / "store"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", out, "--window", "10")
+    assert r.code == 2 and len(r.error_lines) == 1 and str(out) in r.err and "--force" in r.err
+    assert (out / "keep.txt").read_text() == "mine"
+    r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", out, "--window", "10", "--force")
+    assert r.code == 0 and (out / "manifest.json").is_file() and not (out / "keep.txt").exists()
+    assert leftovers(tmp_path, "store") == []
+
+
+def test_json_matching_neither_schema(convert_fails, tmp_path):
+    p = write(tmp_path, "other.json", json.dumps({"nodes": [1, 2], "links": []}))
+    convert_fails(p, expect=[f"{p}", "neither PyTorch Geometric Temporal schema"])
+    p = write(tmp_path, "broken.json", '{"time_periods": 3,\n "y": [}')
+    convert_fails(p, expect=[f"{p}:2:", "not valid JSON"])
+
+
+@pytest.fixture
+def store(cli, tmp_path):
+    out = tmp_path / "good"
+    r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", out, "--window", "10", "--weight", "sum")
+    assert r.code == 0, r.err
+    return out
+
+
+def check_store_fails(cli, path, *expect, commands=("inspect", "verify")):
+    for command in commands:
+        r = cli("data", command, path)
+        assert r.code == 2, (command, r.err)
+        assert len(r.error_lines) == 1, r.err
+        for piece in expect:
+            assert piece in r.error_lines[0], r.error_lines[0]
+
+
+def test_store_with_a_truncated_array(cli, store):
+    pairs = store / "pairs.npy"
+    pairs.write_bytes(pairs.read_bytes()[:-3])
+    check_store_fails(cli, store, f"{pairs}", "truncated")
+
+
+def test_store_with_one_flipped_byte(cli, store):
+    weights = store / "weights.npy"
+    data = bytearray(weights.read_bytes())
+    data[-2] ^= 0x10
+    weights.write_bytes(bytes(data))
+    check_store_fails(cli, store, f"{weights}", "checksum mismatch", commands=("verify",))
+
+
+def test_store_from_a_newer_format(cli, store):
+    manifest = store / "manifest.json"
+    meta = json.loads(manifest.read_text())
+    meta["format_version"] = 99
+    manifest.write_text(json.dumps(meta))
+    check_store_fails(cli, store, f"{store}", "format version 99", "upgrade dyngnn")
+
+
+def test_not_a_store(cli, tmp_path):
+    check_store_fails(cli, tmp_path / "nothing", "no such store directory")
+    (tmp_path / "plain").mkdir()
+    check_store_fails(cli, tmp_path / "plain", "no manifest.json")
+
+
+def test_every_flipped_byte_is_caught_by_verify(cli, store):
+    """A flip anywhere in any array (header or data) fails open or verify, never passes."""
+    rng = np.random.default_rng(0)
+    for path in sorted(store.glob("*.npy")):
+        original = path.read_bytes()
+        for pos in rng.choice(len(original), size=min(6, len(original)), replace=False):
+            data = bytearray(original)
+            data[pos] ^= 1 << int(rng.integers(0, 8))
+            path.write_bytes(bytes(data))
+            r = cli("data", "verify", store)
+            assert r.code == 2, (path.name, pos, r.out)
+        path.write_bytes(original)
+    assert cli("data", "verify", store).code == 0
+
+
+def test_usage_errors_are_one_line(cli, tmp_path):
+    r = cli("data", "convert", FIX / "bitcoin_like.csv")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "--out" in r.err
+    r = cli(
+        "data", "synth", "--out", tmp_path / "s", "--nodes", "10", "--edges", "5", "--snapshots", "2", "--churn", "2"
+    )
+    assert r.code == 2 and "--churn 2.0" in r.err and not (tmp_path / "s").exists()
