@@ -106,3 +106,24 @@ def test_console_script_on_the_bundled_dataset(tmp_path):
         check=False,
     )
     assert run.returncode == 2 and run.stderr.strip() == "dyngnn: error: nothing.csv: no such file"
+
+
+def test_slurm_synth_script_runs_as_plain_bash(tmp_path):
+    exe = Path(sys.executable).with_name("dyngnn")
+    env = os.environ | {
+        "NODES": "300",
+        "EDGES": "900",
+        "SNAPSHOTS": "4",
+        "CHURN": "0.1",
+        "OUT": str(tmp_path / "s"),
+        "DYNGNN": str(exe),
+        "PYTHONWARNINGS": "ignore",
+    }
+    script = Path(__file__).parent.parent / "slurm" / "synth.sbatch"
+    run = subprocess.run(
+        ["bash", script, "--keyframe-every", "2"], capture_output=True, text=True, env=env, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert "ok (4 snapshots" in run.stdout
+    store = DeltaStore.open(tmp_path / "s")
+    assert store.keyframe_every == 2 and store.is_keyframe(2) and len(store.snapshot_keys(3)[0]) == 900

@@ -303,6 +303,8 @@ class StoreBuilder:
     def _emit(self, keys, w, removed, added, added_w, rew, rew_v) -> None:
         t = self.num_snapshots
         prev_n = len(self._keys)
+        if max(prev_n, len(keys)) > np.iinfo(self.pos_dtype).max:
+            raise InputError(f"snapshot {t} has {len(keys):,} edges: more than positions of {self.pos_dtype} can index")
         pair_b = 2 * self.id_dtype.itemsize
         wb = 4 if self.weighted else 0
         mask_b = -(-prev_n // 8)
