@@ -181,7 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    data = sub.add_parser("data", help="convert, inspect, generate and verify delta stores")
+    data = sub.add_parser(
+        "data",
+        help="convert, inspect, generate and verify delta stores",
+        description=(
+            "A delta store is a directory holding a dynamic graph as keyframes plus per-snapshot "
+            "edge changes. Typical flow:\n"
+            "  dyngnn data convert bitcoinalpha --out btc --window 1d --lifetime 30d\n"
+            "  dyngnn data inspect btc\n"
+            "  dyngnn data verify btc\n"
+            "Each command has its own --help."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
 
     c = dsub.add_parser(
