@@ -104,20 +104,41 @@ def apply_delta(
     if delta.keyframe:
         new_w = None if delta.weights is None else np.array(delta.weights, dtype=np.float32)
         return pairs_to_keys(delta.pairs, num_nodes), new_w
-    if weights is not None and len(delta.reweighted):
+    return apply_change(
+        keys,
+        weights,
+        delta.removed,
+        pairs_to_keys(delta.pairs, num_nodes),
+        delta.weights,
+        delta.reweighted,
+        delta.reweight_values,
+    )
+
+
+def apply_change(
+    keys: np.ndarray,
+    weights: np.ndarray | None,
+    removed: np.ndarray,
+    added: np.ndarray,
+    added_weights: np.ndarray | None,
+    reweighted: np.ndarray,
+    reweight_values: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The delta rule on keys: new weights at ``reweighted`` positions, drop ``removed``
+    positions, insert the sorted ``added`` keys at their places (pure)."""
+    if weights is not None and len(reweighted):
         weights = weights.copy()
-        weights[delta.reweighted] = delta.reweight_values
-    if len(delta.removed):
+        weights[reweighted] = reweight_values
+    if len(removed):
         keep = np.ones(len(keys), dtype=bool)
-        keep[delta.removed] = False
+        keep[removed] = False
         keys = keys[keep]
         weights = None if weights is None else weights[keep]
-    if len(delta.pairs):
-        added = pairs_to_keys(delta.pairs, num_nodes)
+    if len(added):
         at = np.searchsorted(keys, added)
         keys = np.insert(keys, at, added)
         if weights is not None:
-            weights = np.insert(weights, at, delta.weights)
+            weights = np.insert(weights, at, added_weights)
     return keys, weights
 
 
@@ -613,6 +634,10 @@ class DeltaStore:
     def is_keyframe(self, t: int) -> bool:
         return bool(self._flags[t] & KEYFRAME)
 
+    def keyframe_before(self, t: int) -> int:
+        """The nearest keyframe at or before snapshot ``t``: where rebuilding t starts."""
+        return int(self._last_kf[self._check_t(t)])
+
     def _slice(self, name: str, t: int) -> np.ndarray:
         p = self._ptr[name]
         return np.asarray(self._a[name][p[t] : p[t + 1]])
@@ -636,6 +661,13 @@ class DeltaStore:
         ) + sum(self._a[n].dtype.itemsize for n in ("flags", "n_pairs", "n_removed", "n_reweighted") if len(self._a[n]))
         return Delta(bool(flags & KEYFRAME), pairs, weights, removed, reweighted, values, nbytes)
 
+    def encoded_positions(self, name: str, t: int) -> tuple[np.ndarray, bool]:
+        """Removed (``name="removed"``) or re-weighted positions of delta t as stored:
+        ``(int positions, False)`` or ``(uint8 little-endian bitmask over t-1, True)``."""
+        bit = REMOVED_AS_MASK if name == "removed" else REWEIGHTED_AS_MASK
+        as_mask = bool(self._flags[t] & bit)
+        return self._slice(f"{name}_mask" if as_mask else name, t), as_mask
+
     def _positions(self, name: str, t: int, as_mask: int, prev: int) -> np.ndarray:
         if as_mask:
             bits = np.unpackbits(self._slice(f"{name}_mask", t), count=prev, bitorder="little")
@@ -655,7 +687,7 @@ class DeltaStore:
         keyframe, so reading in time order applies one delta per step.
         """
         t = self._check_t(t)
-        start = int(self._last_kf[t])
+        start = self.keyframe_before(t)
         keys, w = np.zeros(0, dtype=np.int64), None
         if self._cache is not None and start <= self._cache[0] <= t:
             start, keys, w = self._cache
