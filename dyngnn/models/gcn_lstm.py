@@ -1,0 +1,210 @@
+"""Temporal GCN-LSTM: a GCN on every snapshot, an LSTM over time for every node, a head.
+
+Legend: T snapshots, N nodes, I input features, F GCN width, H LSTM width.
+``x_NI`` node inputs of one snapshot, ``z_TNF`` GCN outputs, ``h_NTH`` LSTM outputs.
+
+Randomness (dropout) comes from generators keyed by ``(seed, epoch, snapshot)``, never
+from the global RNG, so the same masks are drawn however the snapshots are processed
+(recomputation under activation checkpointing, or split over ranks).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from torch_geometric.nn import GCNConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "gelu": nn.functional.gelu,
+    "elu": nn.functional.elu,
+}
+
+
+@dataclass
+class GraphInput:
+    """One snapshot prepared for the GCN: normalised edges (self-loops included) and inputs.
+
+    Attributes:
+        t: snapshot index (keys the dropout generator).
+        edge_index: ``int64 [2, E + loops]``.
+        edge_weight: ``[E + loops]`` the GCN normalisation ``d_i^-1/2 w_ij d_j^-1/2``.
+        x: ``[N, I]`` node inputs, or None when the model only uses its embedding.
+    """
+
+    t: int
+    edge_index: torch.Tensor
+    edge_weight: torch.Tensor
+    x: torch.Tensor | None
+
+
+def normalize(edge_index: torch.Tensor, edge_weight: torch.Tensor | None, num_nodes: int, dtype: torch.dtype):
+    """GCN normalisation with self-loops (PyG's ``gcn_norm``, the numbers ``GCNConv`` uses).
+
+    Returns ``(edge_index with self-loops, normalised weights)``.
+    """
+    w = None if edge_weight is None else edge_weight.to(dtype)
+    if w is None:
+        w = torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
+    return gcn_norm(edge_index, w, num_nodes, add_self_loops=True, dtype=dtype)
+
+
+def structural_features(edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[N, 2]``: log(1 + in-degree), log(1 + out-degree), computed on the edges' device."""
+    ones = torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
+    deg = torch.zeros(2, num_nodes, dtype=dtype, device=edge_index.device)
+    deg[0].index_add_(0, edge_index[1], ones)
+    deg[1].index_add_(0, edge_index[0], ones)
+    return torch.log1p(deg).T
+
+
+def keyed_generator(device: torch.device, *key: int) -> torch.Generator:
+    """A generator whose stream depends only on ``key`` (e.g. seed, epoch, snapshot)."""
+    g = torch.Generator(device=device)
+    seed = 0
+    for k in key:  # a fixed, order-sensitive mix of the key into 63 bits
+        seed = (seed * 0x9E3779B97F4A7C15 + int(k) + 0x632BE59BD9B4E019) % (2**63 - 1)
+    g.manual_seed(seed)
+    return g
+
+
+def keyed_dropout(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    if p == 0.0:
+        return x
+    keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) >= p
+    return x * keep / (1.0 - p)
+
+
+class GCNLSTM(nn.Module):
+    """Stacked temporal GCN-LSTM encoder.
+
+    Args:
+        num_nodes: N.
+        in_dim: I, node input features per snapshot (0: embedding only).
+        hidden: F and H, the GCN and LSTM widths.
+        gcn_layers, lstm_layers: depth of each stage (>= 1).
+        activation: between GCN layers: ``relu``, ``tanh``, ``gelu`` or ``elu``.
+        dropout: on GCN inputs of every layer, masks keyed by (seed, epoch, snapshot).
+        embedding_dim: a learnable ``[N, embedding_dim]`` input beside ``x`` (0: none).
+        checkpoint_every: recompute the GCN stage in chunks of this many snapshots in
+            the backward pass instead of storing its activations (0: off).
+
+    Shapes:
+        input: a sequence of T :class:`GraphInput`; output ``h_NTH`` ``[N, T, H]``.
+    """
+
+    def __init__(
+        self,
+        num_nodes: int,
+        in_dim: int,
+        hidden: int = 32,
+        gcn_layers: int = 2,
+        lstm_layers: int = 1,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        embedding_dim: int = 0,
+        checkpoint_every: int = 0,
+    ) -> None:
+        super().__init__()
+        if in_dim + embedding_dim <= 0:
+            raise ValueError("GCNLSTM: needs node inputs (in_dim > 0) or an embedding (embedding_dim > 0)")
+        if gcn_layers < 1 or lstm_layers < 1 or hidden < 1:
+            raise ValueError(
+                f"GCNLSTM: gcn_layers, lstm_layers and hidden must be >= 1, got {gcn_layers}, {lstm_layers}, {hidden}"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"GCNLSTM: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"GCNLSTM: dropout must be in [0, 1), got {dropout}")
+        self.num_nodes, self.hidden, self.dropout = num_nodes, hidden, dropout
+        self.act = ACTIVATIONS[activation]
+        self.checkpoint_every = checkpoint_every
+        self.embedding = nn.Parameter(torch.empty(num_nodes, embedding_dim)) if embedding_dim else None
+        dims = [in_dim + embedding_dim] + [hidden] * gcn_layers
+        self.convs = nn.ModuleList(
+            GCNConv(a, b, normalize=False, add_self_loops=False) for a, b in itertools.pairwise(dims)
+        )
+        self.lstm = nn.LSTM(hidden, hidden, num_layers=lstm_layers, batch_first=True)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for conv in self.convs:
+            conv.reset_parameters()
+        self.lstm.reset_parameters()
+        if self.embedding is not None:
+            nn.init.normal_(self.embedding, std=0.1)
+
+    def gcn(self, g: GraphInput, key: Sequence[int] = ()) -> torch.Tensor:
+        """``z_NF`` for one snapshot. ``key`` (seed, epoch) keys dropout when training."""
+        parts = [p for p in (g.x, self.embedding) if p is not None]
+        h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        gen = keyed_generator(h.device, *key, g.t) if self.training and self.dropout else None
+        for i, conv in enumerate(self.convs):
+            if gen is not None:
+                h = keyed_dropout(h, self.dropout, gen)
+            h = conv(h, g.edge_index, g.edge_weight)
+            if i + 1 < len(self.convs):
+                h = self.act(h)
+        return h
+
+    def encode_snapshots(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
+        """``z_TNF``: the GCN stage over a sequence, checkpointed in chunks if configured."""
+        chunk = self.checkpoint_every
+        if not chunk or not torch.is_grad_enabled():
+            return torch.stack([self.gcn(g, key) for g in graphs])
+
+        def run(*idx: int) -> torch.Tensor:
+            return torch.stack([self.gcn(graphs[i], key) for i in idx])
+
+        pieces = [
+            checkpoint(run, *range(s, min(s + chunk, len(graphs))), use_reentrant=False)
+            for s in range(0, len(graphs), chunk)
+        ]
+        return torch.cat(pieces)
+
+    def temporal(self, z_TNF: torch.Tensor) -> torch.Tensor:
+        """``h_NTH``: the LSTM over the time axis for every node."""
+        h_NTH, _ = self.lstm(z_TNF.transpose(0, 1))
+        return h_NTH
+
+    def forward(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
+        return self.temporal(self.encode_snapshots(graphs, key))
+
+
+class LinkDecoder(nn.Module):
+    """Scores node pairs from their states: ``dot`` product or a small ``mlp``.
+
+    Shapes: ``h_u, h_v [P, H] -> [P]`` logits.
+    """
+
+    def __init__(self, hidden: int, kind: str = "dot") -> None:
+        super().__init__()
+        if kind not in ("dot", "mlp"):
+            raise ValueError(f"LinkDecoder: kind must be 'dot' or 'mlp', got {kind!r}")
+        self.kind = kind
+        self.mlp = (
+            nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)) if kind == "mlp" else None
+        )
+
+    def forward(self, h_u: torch.Tensor, h_v: torch.Tensor) -> torch.Tensor:
+        if self.mlp is None:
+            return (h_u * h_v).sum(-1)
+        return self.mlp(torch.cat([h_u, h_v], dim=-1)).squeeze(-1)
+
+
+class NodeHead(nn.Module):
+    """Per-node prediction of the next snapshot's targets. Shapes: ``[.., H] -> [.., out_dim]``."""
+
+    def __init__(self, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden, out_dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h)
