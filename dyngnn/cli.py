@@ -33,6 +33,7 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="[dyngnn] %(message)s",
         stream=sys.stderr,
+        force=True,
     )
 
 
@@ -175,6 +176,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from dyngnn.train import run
+
+    return run(args.settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dyngnn", description="Train GNNs on dynamic graphs stored as keyframes plus edge deltas.")
     p.add_argument("--version", action="version", version=f"dyngnn {__version__}")
@@ -259,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace --out if it exists")
     s.set_defaults(func=cmd_synth)
 
+    tr = sub.add_parser(
+        "train",
+        help="train a temporal GCN-LSTM (link or node prediction); --help lists every setting",
+        add_help=False,
+    )
+    tr.add_argument("settings", nargs=argparse.REMAINDER, help="[--config FILE] [--resume] [--section.key value ...]")
+    tr.set_defaults(func=cmd_train)
+
     v = dsub.add_parser("verify", help="check a store's checksums and every snapshot; exit 2 on any problem")
     v.add_argument("store", type=Path, help="store directory")
     v.set_defaults(func=cmd_verify)
@@ -266,7 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        # the trainer's settings are parsed by dyngnn.config (tyro), not by argparse
+        args = argparse.Namespace(func=cmd_train, settings=argv[1:], verbose=False)
+    else:
+        args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
         return args.func(args)

@@ -170,7 +170,10 @@ class SnapshotStream:
         """Copy one host array to the device, counting its bytes."""
         if array is None:
             return None
-        host = torch.from_numpy(np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # a memory-mapped slice: torch wants its own copy
+            array = array.copy()
+        host = torch.from_numpy(array)
         self.h2d_bytes += host.numel() * host.element_size()
         if self._side is None:
             return host

@@ -1,0 +1,299 @@
+"""The configuration tree: one dataclass per section, resolved as defaults < TOML < CLI.
+
+``dyngnn train --config FILE --section.key value ...``: the TOML file sets any subset of
+keys, the dotted flags override them (parsed by tyro). Unknown keys and values of the
+wrong type are refused up front with one line that names the key and its source, and
+lists close matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dyngnn.errors import InputError
+
+
+@dataclass
+class DataConfig:
+    store: str = ""
+    """Path of a delta store. Empty: convert `source`, cached under `cache_dir`."""
+    source: str = "bitcoinalpha"
+    """Edge list, PyG-Temporal JSON or bundled dataset name, used when `store` is empty."""
+    window: str = "7d"
+    """Snapshot length for event lists: seconds or a number with s/m/h/d/w."""
+    lifetime: str = ""
+    """How long an event stays in snapshots (empty: one window)."""
+    weight: Literal["", "none", "count", "sum", "last"] = ""
+    """Edge weight from repeated events (empty: none for event lists, sum for snapshot files)."""
+    undirected: bool = False
+    """Add the reverse of every edge when converting."""
+    keyframe_every: int = 64
+    """Forced keyframe interval of converted stores."""
+    cache_dir: str = "runs/cache"
+    """Where converted sources are kept, keyed by source and conversion options."""
+
+
+@dataclass
+class TaskConfig:
+    kind: Literal["link", "node"] = "link"
+    """`link`: predict the edges of snapshot t+1; `node`: predict node targets of t+1."""
+    decoder: Literal["dot", "mlp"] = "dot"
+    """Link scorer: dot product of node states, or a small MLP on both."""
+    negatives: int = 1
+    """Training negatives per positive edge."""
+    eval_negatives: int = 20
+    """Evaluation negatives per positive edge (AUC, AP, MRR)."""
+    val_fraction: float = 0.15
+    """Share of transitions t -> t+1 used for validation (after the training ones)."""
+    test_fraction: float = 0.15
+    """Share of transitions used for the test (the last ones)."""
+
+    def validate(self) -> None:
+        if not (
+            0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1
+        ):
+            raise InputError("task.val_fraction and task.test_fraction must be in (0, 1) and sum below 1")
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 32
+    """Width of the GCN layers and of the LSTM state."""
+    gcn_layers: int = 2
+    """GCN layers applied to every snapshot."""
+    lstm_layers: int = 1
+    """Stacked LSTM layers over time."""
+    activation: Literal["relu", "tanh", "gelu", "elu"] = "relu"
+    """Activation between GCN layers."""
+    dropout: float = 0.0
+    """Dropout on GCN inputs (masks keyed by seed, epoch and snapshot)."""
+    embedding_dim: int = 0
+    """Size of a learnable per-node embedding added to the inputs (0: none)."""
+    structural: bool = True
+    """Use log in/out degree of every snapshot as node inputs."""
+    checkpoint_every: int = 0
+    """Recompute the GCN stage in chunks of this many snapshots to save memory (0: off)."""
+
+    def validate(self) -> None:
+        if self.hidden < 1 or self.gcn_layers < 1 or self.lstm_layers < 1:
+            raise InputError("model.hidden, model.gcn_layers and model.lstm_layers must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"model.dropout {self.dropout}: must be in [0, 1)")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 40
+    """Passes over the training snapshots."""
+    lr: float = 0.01
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    seed: int = 0
+    """Seeds initial weights, negatives and dropout masks."""
+    dtype: Literal["float32", "float64"] = "float32"
+    """Parameter and activation dtype."""
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"training.epochs {self.epochs}: must be >= 1")
+        if not self.lr > 0:
+            raise InputError(f"training.lr {self.lr}: must be > 0")
+
+
+@dataclass
+class TransferConfig:
+    mode: Literal["full", "delta", "resident"] = "delta"
+    """How snapshots reach the device: whole, as deltas, or kept resident after epoch 1."""
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"
+    """Run directory: resolved config, metrics.jsonl, checkpoints."""
+    device: str = "auto"
+    """`auto` (cuda when available), `cpu`, `cuda` or `cuda:N`."""
+    resume: bool = False
+    """Continue from the last checkpoint in `dir`."""
+    checkpoint_every: int = 1
+    """Save a checkpoint every this many epochs (the last epoch always)."""
+    keep_checkpoints: int = 2
+    """How many recent checkpoints to keep."""
+    progress: bool = True
+    """Show progress bars (rank 0, interactive terminals)."""
+    tensorboard: bool = False
+    """Also log metrics to TensorBoard under `dir/tb` (needs the tensorboard package)."""
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> Config:
+        """Check every section's values together (after TOML and CLI are applied).
+
+        Raises:
+            InputError: a value out of its range, naming the key.
+        """
+        for section in (self.task, self.model, self.training):
+            section.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self, exclude: tuple[str, ...] = ("run",)) -> str:
+        """sha256 of the settings that determine the numbers (the run section excluded)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+SECTIONS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+
+
+def _fields(section: str) -> dict[str, Any]:
+    return typing.get_type_hints(SECTIONS[section])
+
+
+def known_keys() -> list[str]:
+    return [f"{s}.{k}" for s in SECTIONS for k in _fields(s)]
+
+
+def _unknown(key: str, where: str) -> InputError:
+    close = difflib.get_close_matches(key, known_keys(), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; see dyngnn train --help"
+    return InputError(f"{where}: unknown config key {key!r}{hint}")
+
+
+def _check_type(key: str, value: Any, typ: Any, where: str) -> Any:
+    """Check one value against a field type; convert strings from the command line."""
+    from_cli = isinstance(value, str) and typ is not str
+    origin = typing.get_origin(typ)
+    if origin is Literal:
+        choices = typing.get_args(typ)
+        if value not in choices:
+            shown = ", ".join(repr(c) for c in choices)
+            raise InputError(f"{where}: {key} = {value!r}: expected one of {shown}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        typ = next(a for a in typing.get_args(typ) if a is not type(None))
+    try:
+        if typ is bool:
+            if from_cli:
+                raise ValueError
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if typ is int:
+            if isinstance(value, bool) or (not from_cli and not isinstance(value, int)):
+                raise TypeError
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool) or (not from_cli and not isinstance(value, (int, float))):
+                raise TypeError
+            return float(value)
+        if typ is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: {key} = {value!r}: expected {typ.__name__}") from None
+    return value
+
+
+def load_toml(path: Path | str) -> Config:
+    """A Config from a TOML file (any subset of sections and keys; defaults elsewhere).
+
+    Raises:
+        InputError: missing file, invalid TOML, unknown keys (with close matches) or
+            values of the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such config file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: invalid TOML ({e})") from None
+    return from_dict(doc, str(path))
+
+
+def from_dict(doc: dict[str, Any], where: str = "config") -> Config:
+    sections = {}
+    for section, values in doc.items():
+        if section not in SECTIONS:
+            raise _unknown(section, where)
+        if not isinstance(values, dict):
+            raise InputError(f"{where}: [{section}] must be a table of keys")
+        fields = _fields(section)
+        kwargs = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise _unknown(f"{section}.{key}", where)
+            kwargs[key] = _check_type(f"{section}.{key}", value, fields[key], where)
+        sections[section] = SECTIONS[section](**kwargs)
+    return Config(**sections).validate()
+
+
+def parse_cli(argv: list[str]) -> Config:
+    """Resolve ``[--config FILE] [--resume] [--section.key value ...]`` into a Config.
+
+    Keys and values are checked here (one-line errors with close matches); tyro then
+    parses the overrides on top of the TOML values.
+    """
+    import tyro
+
+    argv = list(argv)
+    base = Config()
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise InputError("--config: expects a TOML file")
+        base = load_toml(argv[i + 1])
+        del argv[i : i + 2]
+    if "--resume" in argv:
+        argv.remove("--resume")
+        argv.append("--run.resume")
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            break
+        if not arg.startswith("--") or "." not in arg:
+            raise InputError(f"command line: unexpected argument {arg!r} (settings are --section.key value)")
+        key, _, inline = arg[2:].partition("=")
+        negated = False
+        section, _, name = key.partition(".")
+        if name.startswith("no-") or name.startswith("no_"):
+            negated, name = True, name[3:]
+        name = name.replace("-", "_")
+        if section not in SECTIONS or name not in _fields(section):
+            raise _unknown(key, "command line")
+        typ = _fields(section)[name]
+        if typ is bool:
+            if inline:
+                raise InputError(f"command line: --{key} is a switch (use --{section}.{name} or --{section}.no-{name})")
+            i += 1
+            continue
+        if negated:
+            raise _unknown(key, "command line")
+        value = inline if inline else (argv[i + 1] if i + 1 < len(argv) else None)
+        if value is None:
+            raise InputError(f"command line: --{key} expects a value")
+        _check_type(f"{section}.{name}", value, typ, "command line")
+        i += 1 if inline else 2
+    return tyro.cli(Config, args=argv, default=base, prog="dyngnn train").validate()

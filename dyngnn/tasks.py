@@ -1,0 +1,222 @@
+"""Tasks on top of the encoder: link prediction and node regression, metrics, references.
+
+Both tasks predict snapshot t+1 from the state ``H[t]`` (the LSTM has seen snapshots
+0..t only). Transitions ``t -> t+1`` are split by time: the first ones train, the next
+validate, the last test. Losses are sums over a split divided by one global count, so
+the loss of a split does not depend on how its transitions are grouped.
+
+Legend: N nodes, T snapshots, H state width, P positive pairs, K negatives per positive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from dyngnn.errors import InputError
+from dyngnn.models.gcn_lstm import keyed_generator
+
+EVAL_KEY = 2**31 - 1  # stands in for the epoch when drawing evaluation negatives
+
+
+# -- metrics (pure) ------------------------------------------------------------
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Area under the ROC curve: P(score(pos) > score(neg)), ties counting one half."""
+    pos, neg = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64).ravel()
+    if not len(pos) or not len(neg):
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    _, inv, counts = np.unique(allv, return_inverse=True, return_counts=True)
+    # average 1-based rank of each distinct value
+    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    rank_sum = avg_rank[inv[: len(pos)]].sum()
+    return float((rank_sum - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
+
+
+def average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Average precision: sum over score thresholds of (recall gain) x precision.
+
+    Tied scores form one threshold, so the value does not depend on the order of ties.
+    """
+    pos, neg = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64).ravel()
+    if not len(pos):
+        return float("nan")
+    scores = np.concatenate([pos, neg])
+    labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    last_of_tie = np.append(scores[1:] != scores[:-1], True)
+    tp = np.cumsum(labels)[last_of_tie]
+    seen = (np.arange(len(scores)) + 1)[last_of_tie]
+    recall_gain = np.diff(np.concatenate([[0.0], tp])) / len(pos)
+    return float((recall_gain * tp / seen).sum())
+
+
+def mrr(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Mean reciprocal rank of each positive among its own K negatives (``neg [P, K]``).
+
+    A tie sits halfway between its optimistic and pessimistic rank.
+    """
+    pos, neg = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64)
+    if not len(pos):
+        return float("nan")
+    rank = 1.0 + (neg > pos[:, None]).sum(1) + 0.5 * (neg == pos[:, None]).sum(1)
+    return float((1.0 / rank).mean())
+
+
+# -- splits --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """Source snapshots t (predicting t+1) of each split."""
+
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+
+    @classmethod
+    def by_time(cls, num_snapshots: int, val_fraction: float, test_fraction: float) -> Split:
+        """Chronological split of the T-1 transitions.
+
+        Raises:
+            InputError: fewer transitions than one per split.
+        """
+        n = num_snapshots - 1
+        n_test = max(1, round(test_fraction * n))
+        n_val = max(1, round(val_fraction * n))
+        if n - n_val - n_test < 1:
+            raise InputError(
+                f"{num_snapshots} snapshots give {n} transitions: too few for train/val/test "
+                f"(need at least 3; use a smaller --data.window)"
+            )
+        t = tuple(range(n))
+        return cls(t[: n - n_val - n_test], t[n - n_val - n_test : n - n_test], t[n - n_test :])
+
+
+# -- link prediction -------------------------------------------------------------
+
+
+class LinkTask:
+    """Score the edges of snapshot t+1 with ``H[t]`` against sampled non-edges.
+
+    Training negatives: ``negatives`` per positive ``(u, v)``, as ``(u, v')`` with ``v'``
+    uniform over nodes, drawn from a generator keyed by (seed, epoch, t). Evaluation
+    negatives: ``eval_negatives`` per positive, keyed by (seed, EVAL_KEY, t), the same in
+    every epoch; AUC and AP pool all pairs, MRR ranks each positive among its own.
+    """
+
+    kind = "link"
+
+    def __init__(self, num_nodes: int, split: Split, seed: int, negatives: int = 1, eval_negatives: int = 20) -> None:
+        if negatives < 1 or eval_negatives < 1:
+            raise InputError(f"task.negatives {negatives} and task.eval_negatives {eval_negatives}: must be >= 1")
+        self.num_nodes, self.split, self.seed = num_nodes, split, seed
+        self.negatives, self.eval_negatives = negatives, eval_negatives
+
+    def _pairs(self, keys: torch.Tensor, k: int, *key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(src, dst) of the positives and ``dst'`` ``[P, k]`` of their negatives."""
+        src, dst = keys // self.num_nodes, keys % self.num_nodes
+        g = keyed_generator(keys.device, *key)
+        neg = torch.randint(0, self.num_nodes, (len(keys), k), generator=g, device=keys.device)
+        return src, dst, neg
+
+    def loss(
+        self, h_NTH: torch.Tensor, decoder: torch.nn.Module, targets: dict[int, torch.Tensor], epoch: int
+    ) -> tuple[torch.Tensor, int]:
+        """Sum of BCE-with-logits over the train split's pairs, and the number of pairs."""
+        total = h_NTH.new_zeros(())
+        count = 0
+        for t in self.split.train:
+            src, dst, neg = self._pairs(targets[t + 1], self.negatives, self.seed, epoch, t)
+            h = h_NTH[:, t]
+            pos_logit = decoder(h[src], h[dst])
+            neg_logit = decoder(h[src].unsqueeze(1).expand(-1, neg.shape[1], -1), h[neg])
+            total = total + F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit), reduction="sum")
+            total = total + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="sum")
+            count += pos_logit.numel() + neg_logit.numel()
+        return total, count
+
+    def _scores(self, split, targets, score_fn) -> dict[str, float]:
+        pos_all, neg_all = [], []
+        for t in split:
+            src, dst, neg = self._pairs(targets[t + 1], self.eval_negatives, self.seed, EVAL_KEY, t)
+            pos_all.append(score_fn(t, src, dst).cpu().double().numpy())
+            neg_all.append(score_fn(t, src.unsqueeze(1).expand_as(neg), neg).cpu().double().numpy())
+        pos, neg = np.concatenate(pos_all), np.concatenate(neg_all)
+        return {"auc": auc(pos, neg), "ap": average_precision(pos, neg), "mrr": mrr(pos, neg)}
+
+    @torch.no_grad()
+    def evaluate(self, h_NTH, decoder, targets, split: tuple[int, ...]) -> dict[str, float]:
+        return self._scores(split, targets, lambda t, u, v: decoder(h_NTH[u, t], h_NTH[v, t]))
+
+    @torch.no_grad()
+    def reference(self, targets: dict[int, torch.Tensor], split: tuple[int, ...]) -> dict[str, float]:
+        """Persistence: a pair scores 1 if it is an edge of snapshot t, else 0."""
+
+        def persist(t, u, v):
+            keys = targets[t]
+            q = (u * self.num_nodes + v).reshape(-1)
+            at = torch.searchsorted(keys, q).clamp(max=max(len(keys) - 1, 0))
+            hit = (keys[at] == q) if len(keys) else torch.zeros_like(q, dtype=torch.bool)
+            return hit.reshape(u.shape).double()
+
+        return self._scores(split, targets, persist)
+
+
+# -- node regression -------------------------------------------------------------
+
+
+class NodeTask:
+    """Predict every node's target of snapshot t+1 from ``H[t]``; MSE and MAE.
+
+    Targets come from the store (``y``, per snapshot). They are standardised with the
+    train split's mean and deviation for training; metrics are in the store's units.
+    The current target ``y[t]`` is also a node input of snapshot t.
+    """
+
+    kind = "node"
+
+    def __init__(self, y_TNO: torch.Tensor, split: Split) -> None:
+        self.split = split
+        train_t = torch.tensor([*split.train, split.train[-1] + 1])
+        ref = y_TNO[train_t]
+        self.mean = ref.mean(dim=(0, 1))
+        self.std = ref.std(dim=(0, 1)).clamp_min(1e-12)
+        self.y = y_TNO
+        self.z = (y_TNO - self.mean) / self.std
+
+    @property
+    def out_dim(self) -> int:
+        return self.y.shape[2]
+
+    def features(self, t: int) -> torch.Tensor:
+        """``[N, O]``: the standardised current target, an input of snapshot t."""
+        return self.z[t]
+
+    def loss(self, h_NTH, head, targets, epoch) -> tuple[torch.Tensor, int]:
+        t = torch.tensor(self.split.train, device=h_NTH.device)
+        pred = head(h_NTH[:, t])  # [N, |train|, O]
+        target = self.z[t + 1].transpose(0, 1)
+        return ((pred - target) ** 2).sum(), pred.numel()
+
+    def _metrics(self, pred_TNO: torch.Tensor, split) -> dict[str, float]:
+        truth = self.y[torch.tensor(split) + 1]
+        err = (pred_TNO - truth).double()
+        return {"mse": float((err**2).mean()), "mae": float(err.abs().mean())}
+
+    @torch.no_grad()
+    def evaluate(self, h_NTH, head, targets, split) -> dict[str, float]:
+        t = torch.tensor(split, device=h_NTH.device)
+        pred = head(h_NTH[:, t]).transpose(0, 1) * self.std + self.mean
+        return self._metrics(pred, split)
+
+    @torch.no_grad()
+    def reference(self, targets, split) -> dict[str, float]:
+        """Same value as last step: predict ``y[t+1] = y[t]``."""
+        return self._metrics(self.y[torch.tensor(split)], split)

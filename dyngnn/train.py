@@ -1,0 +1,54 @@
+"""Entry point: ``dyngnn train ...`` and ``python -m dyngnn.train ...`` (also under torchrun).
+
+Builds the config and the trainer, runs it, prints the test metrics beside the
+non-learned reference. Input errors end as one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from dyngnn.errors import InputError
+
+log = logging.getLogger("dyngnn")
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def run(argv: list[str]) -> int:
+    from dyngnn.config import parse_cli
+    from dyngnn.trainer import Trainer
+
+    cfg = parse_cli(argv)
+    trainer = Trainer(cfg)
+    log.info(
+        "training %s prediction on %s: %d snapshots, %d nodes, device %s, transfer %s",
+        cfg.task.kind,
+        trainer.store.path,
+        trainer.store.num_snapshots,
+        trainer.store.num_nodes,
+        trainer.device,
+        cfg.transfer.mode,
+    )
+    final = trainer.fit()
+    test = trainer.split.test
+    log.info("test (transitions %d..%d -> next):  %s", test[0], test[-1], _fmt(final["test"]))
+    log.info("%s reference:          %s", final["reference_name"], _fmt(final["reference"]))
+    log.info("run directory: %s (metrics.jsonl, config.json, checkpoints/)", cfg.run.dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[dyngnn] %(message)s", stream=sys.stderr)
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except InputError as e:
+        sys.stderr.write(f"dyngnn: error: {e}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

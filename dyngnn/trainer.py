@@ -1,0 +1,349 @@
+"""The training loop: stream snapshots, GCN per snapshot, LSTM over time, task loss.
+
+One :class:`Trainer` owns a run: its store, stream, model, optimizer, run directory
+(resolved config, ``metrics.jsonl``, checkpoints) and the epoch loop. All randomness
+after the initial weights is keyed by (seed, epoch, snapshot), so a resumed run ends
+with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dyngnn.config import Config, DataConfig
+from dyngnn.data.store import DeltaStore
+from dyngnn.errors import InputError
+from dyngnn.models.gcn_lstm import GCNLSTM, GraphInput, LinkDecoder, NodeHead, normalize, structural_features
+from dyngnn.tasks import LinkTask, NodeTask, Split
+from dyngnn.transfer import SnapshotStream
+
+log = logging.getLogger("dyngnn")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"run.device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"run.device {name!r}: CUDA is not available on this machine")
+    return device
+
+
+def open_store(cfg: DataConfig) -> DeltaStore:
+    """The configured store: ``data.store``, or ``data.source`` converted once and cached.
+
+    The cache key covers the source file's bytes and every conversion option, so a
+    changed file or option makes a new store instead of reusing a stale one.
+    """
+    if cfg.store:
+        return DeltaStore.open(cfg.store)
+    from dyngnn import datasets
+    from dyngnn.data.readers import detect_format, load_snapshots
+
+    path = datasets.resolve(cfg.source)
+    event_list = detect_format(path) == "snap"
+    options = {
+        "window": cfg.window if event_list else None,
+        "lifetime": (cfg.lifetime or None) if event_list else None,
+        "weight": cfg.weight or None,
+        "undirected": cfg.undirected,
+        "keyframe_every": cfg.keyframe_every,
+    }
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    cached = Path(cfg.cache_dir) / f"{path.name.split('.')[0]}-{digest.hexdigest()[:16]}"
+    if (cached / "manifest.json").is_file():
+        return DeltaStore.open(cached)
+    snaps, meta = load_snapshots(
+        path,
+        window=options["window"],
+        lifetime=options["lifetime"],
+        weight=options["weight"],
+        undirected=cfg.undirected,
+    )
+    log.info("converted %s into %s (%d snapshots, %d nodes)", cfg.source, cached, snaps.num_snapshots, snaps.num_nodes)
+    return DeltaStore.from_snapshots(snaps, keyframe_every=cfg.keyframe_every, path=cached, force=True, source=meta)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak CUDA memory allocated, or the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class Trainer:
+    """Trains one run described by a :class:`Config`.
+
+    Raises:
+        InputError: a missing store, a node task on a store without targets, a run
+            directory that already holds another run, an incompatible checkpoint, or a
+            loss that stops being finite.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.run.device)
+        self.dtype = torch.float64 if cfg.training.dtype == "float64" else torch.float32
+        self.run_dir = Path(cfg.run.dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        held = (self.ckpt_dir.exists() and any(self.ckpt_dir.iterdir())) or (self.run_dir / "metrics.jsonl").exists()
+        if not cfg.run.resume and held:
+            raise InputError(f"{self.run_dir}: already holds a run (use --resume, or another --run.dir)")
+        self.store = open_store(cfg.data)
+        n, t = self.store.num_nodes, self.store.num_snapshots
+        self.split = Split.by_time(t, cfg.task.val_fraction, cfg.task.test_fraction)
+        self.task = self._make_task()
+        self.x_dim = 0 if self.store.node_data("x", 0) is None else int(np.prod(self.store.node_data("x", 0).shape[1:]))
+        in_dim = 2 * cfg.model.structural + self.x_dim + (self.task.out_dim if isinstance(self.task, NodeTask) else 0)
+        if in_dim + cfg.model.embedding_dim == 0:
+            raise InputError("the model has no inputs: set model.structural = true or model.embedding_dim > 0")
+        torch.manual_seed(cfg.training.seed)
+        m = cfg.model
+        self.model = GCNLSTM(
+            n,
+            in_dim,
+            m.hidden,
+            m.gcn_layers,
+            m.lstm_layers,
+            m.activation,
+            m.dropout,
+            m.embedding_dim,
+            m.checkpoint_every,
+        )
+        self.head = (
+            LinkDecoder(m.hidden, cfg.task.decoder)
+            if cfg.task.kind == "link"
+            else NodeHead(m.hidden, self.task.out_dim)
+        )
+        self.model.to(self.device, self.dtype)
+        self.head.to(self.device, self.dtype)
+        params = [*self.model.parameters(), *self.head.parameters()]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
+        self.stream = SnapshotStream(self.store, self.device, cfg.transfer.mode)
+        self.epoch = 0
+
+    def _make_task(self):
+        cfg = self.cfg.task
+        if cfg.kind == "link":
+            return LinkTask(self.store.num_nodes, self.split, self.cfg.training.seed, cfg.negatives, cfg.eval_negatives)
+        if self.store.meta.get("node_data", {}).get("y") != "snapshot":
+            where = self.store.path or "the store"
+            raise InputError(f"{where}: task.kind = 'node' needs per-snapshot node targets (y), and the store has none")
+        y = np.stack([self.store.node_data("y", t) for t in range(self.store.num_snapshots)])
+        y = y.reshape(y.shape[0], y.shape[1], -1)
+        return NodeTask(torch.as_tensor(y, dtype=self.dtype, device=self.device), self.split)
+
+    # -- one epoch ------------------------------------------------------------
+
+    def _prepare(self, bar: Any = None) -> tuple[list[GraphInput], dict[int, torch.Tensor]]:
+        """Stream every snapshot to the device and build the GCN inputs."""
+        graphs, targets = [], {}
+        norm = None
+        for snap in self.stream:
+            ei = snap.edge_index
+            if snap.changed or norm is None:
+                norm = normalize(ei, snap.weight, self.store.num_nodes, self.dtype)
+            parts = []
+            if self.cfg.model.structural:
+                parts.append(structural_features(ei, self.store.num_nodes, self.dtype))
+            if self.x_dim:
+                x = self.store.node_data("x", snap.t).reshape(self.store.num_nodes, -1)
+                parts.append(torch.as_tensor(x, dtype=self.dtype, device=self.device))
+            if isinstance(self.task, NodeTask):
+                parts.append(self.task.features(snap.t))
+            x = torch.cat(parts, dim=1) if parts else None
+            graphs.append(GraphInput(snap.t, norm[0], norm[1], x))
+            targets[snap.t] = snap.keys
+            if bar is not None:
+                bar.update(1)
+        return graphs, targets
+
+    def train_epoch(self, bar: Any = None) -> dict[str, Any]:
+        start = time.perf_counter()
+        self.stream.reset_counters()
+        graphs, targets = self._prepare(bar)
+        self.model.train()
+        self.head.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        h = self.model(graphs, key=(self.cfg.training.seed, self.epoch))
+        total, count = self.task.loss(h, self.head, targets, self.epoch)
+        loss = total / count
+        if not torch.isfinite(loss):
+            last = self.latest_checkpoint()
+            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+            raise InputError(
+                f"epoch {self.epoch + 1}: training loss is {loss.item()} (not finite); stopped, {kept}. "
+                "Try a smaller --training.lr"
+            )
+        loss.backward()
+        self.optimizer.step()
+        self.model.eval()
+        self.head.eval()
+        with torch.no_grad():
+            h = self.model(graphs)
+        self._last = (h, targets)
+        return {
+            "epoch": self.epoch + 1,
+            "train_loss": float(loss.item()),
+            "val": self.task.evaluate(h, self.head, targets, self.split.val),
+            "epoch_seconds": time.perf_counter() - start,
+            "h2d_bytes": self.stream.h2d_bytes,
+            "full_h2d_bytes": self.stream.full_h2d_bytes,
+            "comm_bytes": 0,
+            "grad_sync_bytes": 0,
+            "peak_memory_bytes": peak_memory_bytes(self.device),
+            "world_size": 1,
+        }
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.ckpt_dir.glob("epoch-*.pt")) if self.ckpt_dir.is_dir() else []
+        return found[-1] if found else None
+
+    def _numbers_config(self) -> dict[str, Any]:
+        """Settings a checkpoint must agree with (run dir and epoch count may differ)."""
+        d = self.cfg.to_dict()
+        d.pop("run")
+        d["training"].pop("epochs")
+        return d
+
+    def save_checkpoint(self) -> Path:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        path = self.ckpt_dir / f"epoch-{self.epoch:05d}.pt"
+        state = {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "config": self._numbers_config(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        for old in sorted(self.ckpt_dir.glob("epoch-*.pt"))[: -self.cfg.run.keep_checkpoints]:
+            old.unlink()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+            theirs = state["config"]
+        except Exception as e:
+            raise InputError(f"{path}: not a readable dyngnn checkpoint ({type(e).__name__})") from None
+        ours = self._numbers_config()
+        if theirs != ours:
+            diffs = [
+                f"{s}.{k} {theirs.get(s, {}).get(k)!r} (checkpoint) vs {v!r} (now)"
+                for s, sec in ours.items()
+                for k, v in sec.items()
+                if theirs.get(s, {}).get(k) != v
+            ]
+            raise InputError(f"{path}: checkpoint is incompatible with this config: {'; '.join(diffs[:3])}")
+        self.model.load_state_dict(state["model"])
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.epoch = int(state["epoch"])
+
+    # -- the run --------------------------------------------------------------
+
+    def _write_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _start_run_dir(self) -> None:
+        """Resolved config, and on resume the checkpoint state with metrics cut to match."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1) + "\n")
+        if self.cfg.run.resume:
+            last = self.latest_checkpoint()
+            if last is None:
+                raise InputError(f"{self.run_dir}: --resume, but there is no checkpoint to resume from")
+            self.load_checkpoint(last)
+            log.info("resuming from %s (epoch %d)", last, self.epoch)
+            metrics = self.run_dir / "metrics.jsonl"
+            if metrics.exists():
+                keep = [
+                    line
+                    for line in metrics.read_text().splitlines()
+                    if line and not json.loads(line).get("final") and json.loads(line)["epoch"] <= self.epoch
+                ]
+                metrics.write_text("".join(f"{line}\n" for line in keep))
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``training.epochs`` and evaluate on the test split.
+
+        Returns:
+            The final record: ``test`` and ``reference`` metrics (also in metrics.jsonl).
+        """
+        from tqdm import tqdm
+
+        self._start_run_dir()
+        cfg = self.cfg
+        show = None if cfg.run.progress else True
+        epochs = tqdm(total=cfg.training.epochs, initial=self.epoch, desc="[dyngnn] epochs", disable=show)
+        snaps = tqdm(total=len(self.stream), desc="[dyngnn] snapshots", leave=False, disable=show)
+        record: dict[str, Any] = {}
+        while self.epoch < cfg.training.epochs:
+            snaps.reset()
+            record = self.train_epoch(snaps)
+            self.epoch += 1
+            if self.epoch % cfg.run.checkpoint_every == 0 or self.epoch == cfg.training.epochs:
+                self.save_checkpoint()
+            self._write_metrics(record)
+            epochs.set_postfix(loss=f"{record['train_loss']:.4f}", **{k: f"{v:.4f}" for k, v in record["val"].items()})
+            epochs.update(1)
+        snaps.close()
+        epochs.close()
+        if not record:  # resumed a finished run: evaluate its weights
+            record = self.train_epoch_free_eval()
+        h, targets = self._last
+        final = {
+            "final": True,
+            "epoch": self.epoch,
+            "test": self.task.evaluate(h, self.head, targets, self.split.test),
+            "reference": self.task.reference(targets, self.split.test),
+            "val": self.task.evaluate(h, self.head, targets, self.split.val),
+            "reference_name": "persistence" if cfg.task.kind == "link" else "last value",
+            "world_size": 1,
+        }
+        self._write_metrics(final)
+        return final
+
+    def train_epoch_free_eval(self) -> dict[str, Any]:
+        """Evaluate the current weights without a training step (a run already at its end)."""
+        self.stream.reset_counters()
+        graphs, targets = self._prepare()
+        self.model.eval()
+        self.head.eval()
+        with torch.no_grad():
+            self._last = (self.model(graphs), targets)
+        return {"epoch": self.epoch}

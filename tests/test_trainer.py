@@ -1,0 +1,155 @@
+"""The trainer end to end on tiny stores: metrics, transfer modes, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dyngnn.config import parse_cli
+from dyngnn.data.snapshots import Snapshots
+from dyngnn.data.store import DeltaStore
+from dyngnn.data.synthetic import synthesize
+from dyngnn.trainer import Trainer
+
+EPOCH_KEYS = {
+    "epoch",
+    "train_loss",
+    "val",
+    "epoch_seconds",
+    "h2d_bytes",
+    "full_h2d_bytes",
+    "comm_bytes",
+    "grad_sync_bytes",
+    "peak_memory_bytes",
+    "world_size",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "store"
+    synthesize(path, num_nodes=60, num_edges=150, num_snapshots=12, churn=0.1, seed=1, keyframe_every=5)
+    return path
+
+
+def small(store, run_dir, *extra):
+    return [
+        "--data.store",
+        str(store),
+        "--run.dir",
+        str(run_dir),
+        "--run.no-progress",
+        "--model.hidden",
+        "8",
+        "--training.epochs",
+        "3",
+        *extra,
+    ]
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_defaults_run_end_to_end(cli, tiny, tmp_path):
+    r = cli("train", "--data.store", tiny, "--run.dir", tmp_path / "run", "--training.epochs", "2")
+    assert r.code == 0, r.err
+    lines = read_metrics(tmp_path / "run")
+    assert [line.get("epoch") for line in lines] == [1, 2, 2]
+    for line in lines[:2]:
+        assert line.keys() >= EPOCH_KEYS and set(line["val"]) == {"auc", "ap", "mrr"}
+        assert line["world_size"] == 1 and line["h2d_bytes"] <= line["full_h2d_bytes"]
+    assert lines[2]["final"] is True and set(lines[2]["test"]) == {"auc", "ap", "mrr"}
+    assert set(lines[2]["reference"]) == {"auc", "ap", "mrr"}
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["hidden"] == 32
+    assert len(list((tmp_path / "run" / "checkpoints").glob("epoch-*.pt"))) == 2
+    assert "persistence reference" in r.err and "test" in r.err
+
+
+def test_transfer_modes_give_identical_losses(tiny, tmp_path):
+    runs = {}
+    for mode in ("full", "delta", "resident"):
+        Trainer(parse_cli(small(tiny, tmp_path / mode, "--transfer.mode", mode))).fit()
+        runs[mode] = read_metrics(tmp_path / mode)
+    losses = {m: [r["train_loss"] for r in lines[:-1]] for m, lines in runs.items()}
+    assert losses["full"] == losses["delta"] == losses["resident"]
+    assert runs["full"][-1]["test"] == runs["resident"][-1]["test"]
+    full = runs["full"][0]["full_h2d_bytes"]
+    assert [r["h2d_bytes"] for r in runs["full"][:-1]] == [full] * 3
+    assert 0 < runs["delta"][0]["h2d_bytes"] < full / 2
+    assert runs["resident"][0]["h2d_bytes"] > 0 and [r["h2d_bytes"] for r in runs["resident"][1:-1]] == [0, 0]
+
+
+def test_resume_reaches_the_same_weights(tiny, tmp_path):
+    straight = Trainer(parse_cli(small(tiny, tmp_path / "a", "--training.epochs", "4", "--model.dropout", "0.3")))
+    straight.fit()
+    Trainer(parse_cli(small(tiny, tmp_path / "b", "--training.epochs", "2", "--model.dropout", "0.3"))).fit()
+    resumed = Trainer(
+        parse_cli(small(tiny, tmp_path / "b", "--training.epochs", "4", "--model.dropout", "0.3", "--resume"))
+    )
+    resumed.fit()
+    for p, q in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert [r["train_loss"] for r in a[:-1]] == [r["train_loss"] for r in b[:-1]]
+    assert a[-1]["test"] == b[-1]["test"]
+
+
+def test_node_regression_on_targets(tmp_path):
+    rng = np.random.default_rng(0)
+    keys = [np.unique(rng.integers(0, 25, 8)) for _ in range(10)]
+    y = np.cumsum(rng.random((10, 5)), axis=0)
+    DeltaStore.from_snapshots(Snapshots(5, np.arange(5), keys, y=y, y_per_snapshot=True), path=tmp_path / "y")
+    final = Trainer(parse_cli(small(tmp_path / "y", tmp_path / "run", "--task.kind", "node"))).fit()
+    assert set(final["test"]) == {"mse", "mae"} and set(final["reference"]) == {"mse", "mae"}
+    truth, last = y[8:], y[7:9]  # test transitions: the last one (t=8 -> 9)
+    assert final["reference"]["mse"] == pytest.approx(float(((truth[1:] - last[1:]) ** 2).mean()))
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--model.hiden", "8"], "unknown config key 'model.hiden'; did you mean model.hidden?"),
+        (["--training.epochs", "three"], "training.epochs = 'three': expected int"),
+        (["--transfer.mode", "fast"], "expected one of 'full', 'delta', 'resident'"),
+        (["--data.store", "/nonexistent/store"], "/nonexistent/store: no such store directory"),
+    ],
+)
+def test_bad_settings_are_one_line(cli, tmp_path, args, expect):
+    r = cli("train", "--run.dir", tmp_path / "run", *args)
+    assert r.code == 2 and len(r.error_lines) == 1 and expect in r.error_lines[0], r.err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_bad_toml_config(cli, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nhidden = "big"\n')
+    r = cli("train", "--config", cfg)
+    assert r.code == 2 and f"{cfg}: model.hidden = 'big': expected int" in r.err
+    cfg.write_text("[trainig]\nepochs = 3\n")
+    r = cli("train", "--config", cfg)
+    assert r.code == 2 and "unknown config key 'trainig'; did you mean" in r.err
+
+
+def test_node_task_needs_targets(cli, tiny, tmp_path):
+    r = cli("train", *small(tiny, tmp_path / "run", "--task.kind", "node"))
+    assert r.code == 2 and "needs per-snapshot node targets" in r.err and str(tiny) in r.err
+
+
+def test_resume_refuses_an_incompatible_checkpoint(cli, tiny, tmp_path):
+    assert cli("train", *small(tiny, tmp_path / "run", "--training.epochs", "1")).code == 0
+    r = cli("train", *small(tiny, tmp_path / "run", "--model.hidden", "16", "--resume"))
+    assert r.code == 2 and "incompatible" in r.err and "model.hidden 8 (checkpoint) vs 16 (now)" in r.err
+    r = cli("train", *small(tiny, tmp_path / "run"))
+    assert r.code == 2 and "already holds a run" in r.err
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cli, tiny, tmp_path):
+    r = cli("train", *small(tiny, tmp_path / "run", "--training.lr", "1e30", "--training.epochs", "6"))
+    assert r.code == 2 and "not finite" in r.err and "last good checkpoint is" in r.err, r.err
+    ckpts = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.pt"))
+    assert ckpts and all(torch.isfinite(v).all() for v in torch.load(ckpts[-1], weights_only=False)["model"].values())
