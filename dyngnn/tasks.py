@@ -117,6 +117,7 @@ class LinkTask:
         if negatives < 1 or eval_negatives < 1:
             raise InputError(f"task.negatives {negatives} and task.eval_negatives {eval_negatives}: must be >= 1")
         self.num_nodes, self.split, self.seed = num_nodes, split, seed
+        self._num_t = 0
         self.negatives, self.eval_negatives = negatives, eval_negatives
 
     def _pairs(self, keys: torch.Tensor, k: int, *key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -126,21 +127,34 @@ class LinkTask:
         neg = torch.randint(0, self.num_nodes, (len(keys), k), generator=g, device=keys.device)
         return src, dst, neg
 
+    def _batch(self, split, targets, k: int, *key: int):
+        """Pairs of every transition in ``split``, as row indices into ``h_NTH`` flattened.
+
+        One gather for the whole split keeps the backward pass to one scatter, instead
+        of one full-size gradient per transition.
+        """
+        rows_u, rows_v, rows_n = [], [], []
+        num_t = self._num_t
+        for t in split:
+            src, dst, neg = self._pairs(targets[t + 1], k, *key, t)
+            rows_u.append(src * num_t + t)
+            rows_v.append(dst * num_t + t)
+            rows_n.append(neg * num_t + t)
+        return torch.cat(rows_u), torch.cat(rows_v), torch.cat(rows_n)
+
     def loss(
         self, h_NTH: torch.Tensor, decoder: torch.nn.Module, targets: dict[int, torch.Tensor], epoch: int
     ) -> tuple[torch.Tensor, int]:
         """Sum of BCE-with-logits over the train split's pairs, and the number of pairs."""
-        total = h_NTH.new_zeros(())
-        count = 0
-        for t in self.split.train:
-            src, dst, neg = self._pairs(targets[t + 1], self.negatives, self.seed, epoch, t)
-            h = h_NTH[:, t]
-            pos_logit = decoder(h[src], h[dst])
-            neg_logit = decoder(h[src].unsqueeze(1).expand(-1, neg.shape[1], -1), h[neg])
-            total = total + F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit), reduction="sum")
-            total = total + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="sum")
-            count += pos_logit.numel() + neg_logit.numel()
-        return total, count
+        self._num_t = h_NTH.shape[1]
+        u, v, n = self._batch(self.split.train, targets, self.negatives, self.seed, epoch)
+        h = h_NTH.reshape(-1, h_NTH.shape[2])
+        hu = h[u]
+        pos_logit = decoder(hu, h[v])
+        neg_logit = decoder(hu.unsqueeze(1).expand(-1, n.shape[1], -1), h[n])
+        total = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit), reduction="sum")
+        total = total + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="sum")
+        return total, pos_logit.numel() + neg_logit.numel()
 
     def _scores(self, split, targets, score_fn) -> dict[str, float]:
         pos_all, neg_all = [], []

@@ -101,6 +101,14 @@ def test_keyed_dropout_is_reproducible_and_checkpoint_safe():
     assert not torch.allclose(plain(graphs(x), key=(7, 2)), a)  # another epoch, other masks
 
 
+def test_batched_path_equals_gcnconv_per_snapshot():
+    torch.manual_seed(2)
+    x = torch.randn(3, N, 2, dtype=torch.float64)
+    model = GCNLSTM(N, 2, hidden=6, gcn_layers=3, dropout=0.25, embedding_dim=2).double().train()
+    per_snapshot = torch.stack([model.gcn(g, key=(1, 4)) for g in graphs(x)])
+    torch.testing.assert_close(model.gcn_batched(graphs(x), key=(1, 4)), per_snapshot, rtol=1e-12, atol=1e-14)
+
+
 def test_structural_features():
     ei = torch.tensor([[0, 0, 1], [1, 2, 2]])
     f = structural_features(ei, 4, torch.float64)
