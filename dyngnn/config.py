@@ -52,6 +52,8 @@ class TaskConfig:
     """Training negatives per positive edge."""
     eval_negatives: int = 20
     """Evaluation negatives per positive edge (AUC, AP, MRR)."""
+    max_positives: int = 0
+    """Train on at most this many edges of each target snapshot, drawn anew every epoch (0: all)."""
     val_fraction: float = 0.15
     """Share of transitions t -> t+1 used for validation (after the training ones)."""
     test_fraction: float = 0.15
@@ -92,7 +94,7 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 40
+    epochs: int = 20
     """Passes over the training snapshots."""
     lr: float = 0.01
     """Adam learning rate."""

@@ -113,21 +113,38 @@ class LinkTask:
 
     kind = "link"
 
-    def __init__(self, num_nodes: int, split: Split, seed: int, negatives: int = 1, eval_negatives: int = 20) -> None:
-        if negatives < 1 or eval_negatives < 1:
-            raise InputError(f"task.negatives {negatives} and task.eval_negatives {eval_negatives}: must be >= 1")
+    def __init__(
+        self,
+        num_nodes: int,
+        split: Split,
+        seed: int,
+        negatives: int = 1,
+        eval_negatives: int = 20,
+        max_positives: int = 0,
+    ) -> None:
+        if negatives < 1 or eval_negatives < 1 or max_positives < 0:
+            raise InputError(
+                f"task.negatives {negatives}, task.eval_negatives {eval_negatives} and task.max_positives "
+                f"{max_positives}: must be >= 1, >= 1 and >= 0"
+            )
         self.num_nodes, self.split, self.seed = num_nodes, split, seed
+        self.max_positives = max_positives
         self._num_t = 0
         self.negatives, self.eval_negatives = negatives, eval_negatives
 
-    def _pairs(self, keys: torch.Tensor, k: int, *key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(src, dst) of the positives and ``dst'`` ``[P, k]`` of their negatives."""
-        src, dst = keys // self.num_nodes, keys % self.num_nodes
+    def _pairs(
+        self, keys: torch.Tensor, k: int, *key: int, cap: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(src, dst) of the positives (at most ``cap`` of them, if set) and ``dst'``
+        ``[P, k]`` of their negatives, all drawn from one generator keyed by ``key``."""
         g = keyed_generator(keys.device, *key)
+        if cap and len(keys) > cap:
+            keys = keys[torch.randperm(len(keys), generator=g, device=keys.device)[:cap]]
+        src, dst = keys // self.num_nodes, keys % self.num_nodes
         neg = torch.randint(0, self.num_nodes, (len(keys), k), generator=g, device=keys.device)
         return src, dst, neg
 
-    def _batch(self, split, targets, k: int, *key: int):
+    def _batch(self, split, targets, k: int, *key: int, cap: int = 0):
         """Pairs of every transition in ``split``, as row indices into ``h_NTH`` flattened.
 
         One gather for the whole split keeps the backward pass to one scatter, instead
@@ -136,7 +153,7 @@ class LinkTask:
         rows_u, rows_v, rows_n = [], [], []
         num_t = self._num_t
         for t in split:
-            src, dst, neg = self._pairs(targets[t + 1], k, *key, t)
+            src, dst, neg = self._pairs(targets[t + 1], k, *key, t, cap=cap)
             rows_u.append(src * num_t + t)
             rows_v.append(dst * num_t + t)
             rows_n.append(neg * num_t + t)
@@ -147,7 +164,7 @@ class LinkTask:
     ) -> tuple[torch.Tensor, int]:
         """Sum of BCE-with-logits over the train split's pairs, and the number of pairs."""
         self._num_t = h_NTH.shape[1]
-        u, v, n = self._batch(self.split.train, targets, self.negatives, self.seed, epoch)
+        u, v, n = self._batch(self.split.train, targets, self.negatives, self.seed, epoch, cap=self.max_positives)
         h = h_NTH.reshape(-1, h_NTH.shape[2])
         hu = h[u]
         pos_logit = decoder(hu, h[v])

@@ -88,6 +88,17 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _scalars(record: dict[str, Any]) -> list[tuple[str, float]]:
+    """Flatten a metrics record into TensorBoard tags (``val/auc``, ``train_loss``...)."""
+    out = []
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out += [(f"{key}/{k}", float(v)) for k, v in value.items()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+            out.append((key, float(value)))
+    return out
+
+
 class Trainer:
     """Trains one run described by a :class:`Config`.
 
@@ -142,7 +153,14 @@ class Trainer:
     def _make_task(self):
         cfg = self.cfg.task
         if cfg.kind == "link":
-            return LinkTask(self.store.num_nodes, self.split, self.cfg.training.seed, cfg.negatives, cfg.eval_negatives)
+            return LinkTask(
+                self.store.num_nodes,
+                self.split,
+                self.cfg.training.seed,
+                cfg.negatives,
+                cfg.eval_negatives,
+                cfg.max_positives,
+            )
         if self.store.meta.get("node_data", {}).get("y") != "snapshot":
             where = self.store.path or "the store"
             raise InputError(f"{where}: task.kind = 'node' needs per-snapshot node targets (y), and the store has none")
@@ -278,6 +296,20 @@ class Trainer:
     def _write_metrics(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for name, value in _scalars(record):
+                self._tb.add_scalar(name, value, record["epoch"])
+            self._tb.flush()
+
+    def _open_tensorboard(self) -> None:
+        self._tb = None
+        if not self.cfg.run.tensorboard:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise InputError("run.tensorboard = true needs the tensorboard package (pip install tensorboard)") from None
+        self._tb = SummaryWriter(str(self.run_dir / "tb"))
 
     def _start_run_dir(self) -> None:
         """Resolved config, and on resume the checkpoint state with metrics cut to match."""
@@ -307,6 +339,7 @@ class Trainer:
         from tqdm import tqdm
 
         self._start_run_dir()
+        self._open_tensorboard()
         cfg = self.cfg
         show = None if cfg.run.progress else True
         epochs = tqdm(total=cfg.training.epochs, initial=self.epoch, desc="[dyngnn] epochs", disable=show)
@@ -336,6 +369,8 @@ class Trainer:
             "world_size": 1,
         }
         self._write_metrics(final)
+        if self._tb is not None:
+            self._tb.close()
         return final
 
     def train_epoch_free_eval(self) -> dict[str, Any]:

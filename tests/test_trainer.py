@@ -153,3 +153,59 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cli, tiny, tmp_path):
     assert r.code == 2 and "not finite" in r.err and "last good checkpoint is" in r.err, r.err
     ckpts = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.pt"))
     assert ckpts and all(torch.isfinite(v).all() for v in torch.load(ckpts[-1], weights_only=False)["model"].values())
+
+
+def test_shipped_configs_parse_and_the_defaults_file_matches(tmp_path):
+    from dyngnn.config import Config, load_toml
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+    assert len(configs) >= 3
+    loaded = {c.name: load_toml(c) for c in configs}
+    written_out = loaded["bitcoinalpha_link.toml"]
+    assert written_out.to_dict() | {"run": None} == Config().to_dict() | {"run": None}
+
+
+def test_max_positives_caps_the_training_pairs(tiny, tmp_path):
+    trainer = Trainer(parse_cli(small(tiny, tmp_path / "run", "--task.max_positives", "5")))
+    graphs, targets = trainer._prepare()
+    h = trainer.model(graphs)
+    _, count = trainer.task.loss(h, trainer.head, targets, epoch=0)
+    assert count == 2 * 5 * len(trainer.split.train)
+
+
+def test_tensorboard_logging_writes_every_metric(tiny, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    written = []
+
+    class Writer:
+        def __init__(self, logdir):
+            written.append(("dir", logdir))
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("closed", None))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    Trainer(parse_cli(small(tiny, tmp_path / "run", "--run.tensorboard", "--training.epochs", "2"))).fit()
+    assert written[0] == ("dir", str(tmp_path / "run" / "tb")) and written[-1] == ("closed", None)
+    assert {("train_loss", 1), ("val/auc", 2), ("h2d_bytes", 2), ("test/mrr", 2), ("reference/auc", 2)} <= set(written)
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(cli, tiny, tmp_path):
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the tensorboard package is installed here, so its absence cannot be tested")
+    r = cli("train", *small(tiny, tmp_path / "run", "--run.tensorboard"))
+    assert r.code == 2 and "needs the tensorboard package" in r.err
