@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import itertools
 import json
 import tomllib
 import types
@@ -299,3 +300,38 @@ def parse_cli(argv: list[str]) -> Config:
         _check_type(f"{section}.{name}", value, typ, "command line")
         i += 1 if inline else 2
     return tyro.cli(Config, args=argv, default=base, prog="dyngnn train").validate()
+
+
+def reference_markdown() -> str:
+    """The configuration reference (docs/configuration.md), generated from the dataclasses."""
+    import ast
+    import inspect
+
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `dyngnn/config.py` by `python -m dyngnn.config > docs/configuration.md`;",
+        "a test keeps it in step with the code. Set keys in a TOML file (`--config FILE`,",
+        "sections as tables) or on the command line as `--section.key value`",
+        "(switches: `--section.key` / `--section.no-key`).",
+    ]
+    for section, cls in SECTIONS.items():
+        docs: dict[str, str] = {}
+        body = ast.parse(inspect.getsource(cls)).body[0].body
+        for node, nxt in itertools.pairwise(body):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[node.target.id] = " ".join(str(nxt.value.value).split())
+        lines += ["", f"## [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        defaults = cls()
+        for name, typ in _fields(section).items():
+            shown = (
+                " \\| ".join(repr(a) for a in typing.get_args(typ))
+                if typing.get_origin(typ) is Literal
+                else typ.__name__
+            )
+            lines.append(f"| `{name}` | {shown} | `{getattr(defaults, name)!r}` | {docs.get(name, '')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

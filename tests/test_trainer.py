@@ -209,3 +209,10 @@ def test_tensorboard_without_the_package_is_a_clear_error(cli, tiny, tmp_path):
         pytest.skip("the tensorboard package is installed here, so its absence cannot be tested")
     r = cli("train", *small(tiny, tmp_path / "run", "--run.tensorboard"))
     assert r.code == 2 and "needs the tensorboard package" in r.err
+
+
+def test_configuration_reference_is_current():
+    from dyngnn.config import reference_markdown
+
+    doc = Path(__file__).parent.parent / "docs" / "configuration.md"
+    assert doc.read_text() == reference_markdown(), "regenerate: python -m dyngnn.config > docs/configuration.md"
