@@ -135,11 +135,23 @@ def apply_change(
         keys = keys[keep]
         weights = None if weights is None else weights[keep]
     if len(added):
-        at = np.searchsorted(keys, added)
+        at = sorted_positions(keys, added)
         keys = np.insert(keys, at, added)
         if weights is not None:
             weights = np.insert(weights, at, added_weights)
     return keys, weights
+
+
+_PARALLEL_SEARCH_MIN = 1 << 20
+
+
+def sorted_positions(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(haystack, needles)``; on large arrays torch's, which uses every core."""
+    if len(haystack) < _PARALLEL_SEARCH_MIN:
+        return np.searchsorted(haystack, needles)
+    import torch
+
+    return torch.searchsorted(torch.from_numpy(haystack), torch.from_numpy(needles)).numpy()
 
 
 def diff_snapshots(
@@ -684,7 +696,8 @@ class DeltaStore:
         """Snapshot ``t`` as sorted ``int64`` keys ``src * N + dst`` and float32 weights.
 
         Starts from the last snapshot read when that is on the way from the nearest
-        keyframe, so reading in time order applies one delta per step.
+        keyframe, so reading in time order applies one delta per step. The arrays are
+        read-only (the store keeps them for the next call); copy them to modify.
         """
         t = self._check_t(t)
         start = self.keyframe_before(t)
@@ -694,6 +707,10 @@ class DeltaStore:
             start += 1
         for s in range(start, t + 1):
             keys, w = apply_delta(keys, w, self.delta(s), self.num_nodes)
+        # the cache hands out the same arrays again: nobody may write to them
+        keys.flags.writeable = False
+        if w is not None:
+            w.flags.writeable = False
         self._cache = (t, keys, w)
         return keys, w
 

@@ -173,3 +173,23 @@ def test_builder_streams_to_disk_and_cleans_up_on_failure(tmp_path):
         store = b.finish()
     assert store.snapshot_keys(1)[0].tolist() == [0, 1, 3, 15]
     store.verify()
+
+
+def test_snapshot_arrays_are_read_only():
+    snaps = Snapshots(4, np.arange(4), [np.array([1, 2]), np.array([1, 3])], [np.ones(2, np.float32)] * 2)
+    store = DeltaStore.from_snapshots(snaps, keyframe_every=0)
+    keys, w = store.snapshot_keys(1)
+    with pytest.raises(ValueError, match="read-only"):
+        keys[0] = 99
+    with pytest.raises(ValueError, match="read-only"):
+        w[0] = 5.0
+    assert store.snapshot_keys(1)[0].tolist() == [1, 3]
+
+
+def test_parallel_search_matches_numpy():
+    from dyngnn.data.store import sorted_positions
+
+    rng = np.random.default_rng(0)
+    hay = np.unique(rng.integers(0, 1 << 40, 1 << 21))
+    needles = np.sort(rng.integers(0, 1 << 40, 1000))
+    np.testing.assert_array_equal(sorted_positions(hay, needles), np.searchsorted(hay, needles))
