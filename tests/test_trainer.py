@@ -216,3 +216,18 @@ def test_configuration_reference_is_current():
 
     doc = Path(__file__).parent.parent / "docs" / "configuration.md"
     assert doc.read_text() == reference_markdown(), "regenerate: python -m dyngnn.config > docs/configuration.md"
+
+
+def test_float64_with_stored_features_counts_their_bytes_once(tmp_path):
+    rng = np.random.default_rng(0)
+    keys = [np.unique(rng.integers(0, 36, 10)) for _ in range(8)]
+    x = rng.random((8, 6, 3)).astype(np.float32)
+    DeltaStore.from_snapshots(Snapshots(6, np.arange(6), keys, x=x, x_per_snapshot=True), path=tmp_path / "s")
+    trainer = Trainer(parse_cli(small(tmp_path / "s", tmp_path / "run", "--training.dtype", "float64")))
+    trainer.fit()
+    assert all(p.dtype == torch.float64 for p in trainer.model.parameters())
+    assert trainer.model.convs[0].in_channels == 2 + 3
+    lines = read_metrics(tmp_path / "run")
+    graph_bytes = lines[1]["full_h2d_bytes"]
+    assert lines[0]["full_h2d_bytes"] == graph_bytes + x.nbytes
+    assert lines[0]["h2d_bytes"] - lines[1]["h2d_bytes"] >= x.nbytes

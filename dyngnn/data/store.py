@@ -726,6 +726,11 @@ class DeltaStore:
         for t in range(self.num_snapshots):
             yield self.snapshot(t)
 
+    def node_array(self, name: str) -> np.ndarray | None:
+        """The whole stored node features (``"x"``) or targets (``"y"``): ``[N, ...]`` when
+        static, ``[T, N, ...]`` per snapshot (see ``meta["node_data"]``), or None."""
+        return self._a[name] if name in self.meta.get("node_data", {}) else None
+
     def node_data(self, name: str, t: int) -> np.ndarray | None:
         """Node features (``"x"``) or targets (``"y"``) at snapshot ``t``, or None."""
         kind = self.meta.get("node_data", {}).get(name)
@@ -761,8 +766,8 @@ class DeltaStore:
             node_ids=np.asarray(self.node_ids),
             keys=keys,
             weights=weights if self.weighted else None,
-            x=None if "x" not in kinds else np.asarray(self._a["x"]),
-            y=None if "y" not in kinds else np.asarray(self._a["y"]),
+            x=None if "x" not in kinds else np.asarray(self.node_array("x")),
+            y=None if "y" not in kinds else np.asarray(self.node_array("y")),
             x_per_snapshot=kinds.get("x") == "snapshot",
             y_per_snapshot=kinds.get("y") == "snapshot",
         )
