@@ -129,7 +129,6 @@ class LinkTask:
             )
         self.num_nodes, self.split, self.seed = num_nodes, split, seed
         self.max_positives = max_positives
-        self._num_t = 0
         self.negatives, self.eval_negatives = negatives, eval_negatives
 
     def _pairs(
@@ -145,27 +144,26 @@ class LinkTask:
         return src, dst, neg
 
     def _batch(self, split, targets, k: int, *key: int, cap: int = 0):
-        """Pairs of every transition in ``split``, as row indices into ``h_NTH`` flattened.
+        """Pairs of every transition in ``split``, as row indices into ``h_TNH`` flattened.
 
         One gather for the whole split keeps the backward pass to one scatter, instead
         of one full-size gradient per transition.
         """
         rows_u, rows_v, rows_n = [], [], []
-        num_t = self._num_t
+        n = self.num_nodes
         for t in split:
             src, dst, neg = self._pairs(targets[t + 1], k, *key, t, cap=cap)
-            rows_u.append(src * num_t + t)
-            rows_v.append(dst * num_t + t)
-            rows_n.append(neg * num_t + t)
+            rows_u.append(t * n + src)
+            rows_v.append(t * n + dst)
+            rows_n.append(t * n + neg)
         return torch.cat(rows_u), torch.cat(rows_v), torch.cat(rows_n)
 
     def loss(
-        self, h_NTH: torch.Tensor, decoder: torch.nn.Module, targets: dict[int, torch.Tensor], epoch: int
+        self, h_TNH: torch.Tensor, decoder: torch.nn.Module, targets: dict[int, torch.Tensor], epoch: int
     ) -> tuple[torch.Tensor, int]:
         """Sum of BCE-with-logits over the train split's pairs, and the number of pairs."""
-        self._num_t = h_NTH.shape[1]
         u, v, n = self._batch(self.split.train, targets, self.negatives, self.seed, epoch, cap=self.max_positives)
-        h = h_NTH.reshape(-1, h_NTH.shape[2])
+        h = h_TNH.reshape(-1, h_TNH.shape[2])
         hu = h[u]
         pos_logit = decoder(hu, h[v])
         neg_logit = decoder(hu.unsqueeze(1).expand(-1, n.shape[1], -1), h[n])
@@ -183,8 +181,8 @@ class LinkTask:
         return {"auc": auc(pos, neg), "ap": average_precision(pos, neg), "mrr": mrr(pos, neg)}
 
     @torch.no_grad()
-    def evaluate(self, h_NTH, decoder, targets, split: tuple[int, ...]) -> dict[str, float]:
-        return self._scores(split, targets, lambda t, u, v: decoder(h_NTH[u, t], h_NTH[v, t]))
+    def evaluate(self, h_TNH, decoder, targets, split: tuple[int, ...]) -> dict[str, float]:
+        return self._scores(split, targets, lambda t, u, v: decoder(h_TNH[t][u], h_TNH[t][v]))
 
     @torch.no_grad()
     def reference(self, targets: dict[int, torch.Tensor], split: tuple[int, ...]) -> dict[str, float]:
@@ -230,11 +228,10 @@ class NodeTask:
         """``[N, O]``: the standardised current target, an input of snapshot t."""
         return self.z[t]
 
-    def loss(self, h_NTH, head, targets, epoch) -> tuple[torch.Tensor, int]:
-        t = torch.tensor(self.split.train, device=h_NTH.device)
-        pred = head(h_NTH[:, t])  # [N, |train|, O]
-        target = self.z[t + 1].transpose(0, 1)
-        return ((pred - target) ** 2).sum(), pred.numel()
+    def loss(self, h_TNH, head, targets, epoch) -> tuple[torch.Tensor, int]:
+        t = torch.tensor(self.split.train, device=h_TNH.device)
+        pred = head(h_TNH[t])  # [|train|, N, O]
+        return ((pred - self.z[t + 1]) ** 2).sum(), pred.numel()
 
     def _metrics(self, pred_TNO: torch.Tensor, split) -> dict[str, float]:
         truth = self.y[torch.tensor(split) + 1]
@@ -242,9 +239,9 @@ class NodeTask:
         return {"mse": float((err**2).mean()), "mae": float(err.abs().mean())}
 
     @torch.no_grad()
-    def evaluate(self, h_NTH, head, targets, split) -> dict[str, float]:
-        t = torch.tensor(split, device=h_NTH.device)
-        pred = head(h_NTH[:, t]).transpose(0, 1) * self.std + self.mean
+    def evaluate(self, h_TNH, head, targets, split) -> dict[str, float]:
+        t = torch.tensor(split, device=h_TNH.device)
+        pred = head(h_TNH[t]) * self.std + self.mean
         return self._metrics(pred, split)
 
     @torch.no_grad()

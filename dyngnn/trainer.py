@@ -203,7 +203,7 @@ class Trainer:
             if isinstance(self.task, NodeTask):
                 parts.append(self.task.features(snap.t))
             x = torch.cat(parts, dim=1) if parts else None
-            graphs.append(GraphInput(snap.t, norm[0], norm[1], x))
+            graphs.append(GraphInput(snap.t, *norm, x))
             targets[snap.t] = snap.keys
             if bar is not None:
                 bar.update(1)
@@ -229,6 +229,9 @@ class Trainer:
             )
         loss.backward()
         self.optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        train_seconds = time.perf_counter() - start
         self.model.eval()
         self.head.eval()
         with torch.no_grad():
@@ -239,6 +242,7 @@ class Trainer:
             "train_loss": float(loss.item()),
             "val": self.task.evaluate(h, self.head, targets, self.split.val),
             "epoch_seconds": time.perf_counter() - start,
+            "train_seconds": train_seconds,
             "h2d_bytes": self.stream.h2d_bytes + first,
             "full_h2d_bytes": self.stream.full_h2d_bytes + first,
             "comm_bytes": 0,

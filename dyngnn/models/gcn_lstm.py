@@ -1,7 +1,7 @@
 """Temporal GCN-LSTM: a GCN on every snapshot, an LSTM over time for every node, a head.
 
 Legend: T snapshots, N nodes, I input features, F GCN width, H LSTM width.
-``x_NI`` node inputs of one snapshot, ``z_TNF`` GCN outputs, ``h_NTH`` LSTM outputs.
+``x_NI`` node inputs of one snapshot, ``z_TNF`` GCN outputs, ``h_TNH`` LSTM outputs.
 
 Randomness (dropout) comes from generators keyed by ``(seed, epoch, snapshot)``, never
 from the global RNG, so the same masks are drawn however the snapshots are processed
@@ -11,6 +11,7 @@ from the global RNG, so the same masks are drawn however the snapshots are proce
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,30 +31,44 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 @dataclass
 class GraphInput:
-    """One snapshot prepared for the GCN: normalised edges (self-loops included) and inputs.
+    """One snapshot prepared for the GCN: its normalised adjacency and node inputs.
+
+    The normalised adjacency ``D^-1/2 (A + I) D^-1/2`` is kept as its off-diagonal edges
+    plus its diagonal: every node has exactly one self-loop, so the loops are an
+    elementwise scale rather than N more messages to gather and scatter.
 
     Attributes:
         t: snapshot index (keys the dropout generator).
-        edge_index: ``int64 [2, E + loops]``.
-        edge_weight: ``[E + loops]`` the GCN normalisation ``d_i^-1/2 w_ij d_j^-1/2``.
+        edge_index: ``int64 [2, E]`` edges without self-loops.
+        edge_weight: ``[E]`` their normalised weights ``d_i^-1/2 w_ij d_j^-1/2``.
+        loop_weight: ``[N]`` the diagonal: each node's normalised self-loop weight.
         x: ``[N, I]`` node inputs, or None when the model only uses its embedding.
     """
 
     t: int
     edge_index: torch.Tensor
     edge_weight: torch.Tensor
+    loop_weight: torch.Tensor
     x: torch.Tensor | None
 
 
-def normalize(edge_index: torch.Tensor, edge_weight: torch.Tensor | None, num_nodes: int, dtype: torch.dtype):
+def normalize(
+    edge_index: torch.Tensor, edge_weight: torch.Tensor | None, num_nodes: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GCN normalisation with self-loops (PyG's ``gcn_norm``, the numbers ``GCNConv`` uses).
 
-    Returns ``(edge_index with self-loops, normalised weights)``.
+    Existing self-loops keep their weight; nodes without one get weight 1.
+
+    Returns:
+        ``(edge_index [2, E'] without loops, their weights [E'], loop weights [N])``.
     """
     w = None if edge_weight is None else edge_weight.to(dtype)
     if w is None:
         w = torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
-    return gcn_norm(edge_index, w, num_nodes, add_self_loops=True, dtype=dtype)
+    ei, w = gcn_norm(edge_index, w, num_nodes, add_self_loops=True, dtype=dtype)
+    is_loop = ei[0] == ei[1]
+    loops = torch.zeros(num_nodes, dtype=dtype, device=ei.device).index_add_(0, ei[0][is_loop], w[is_loop])
+    return ei[:, ~is_loop], w[~is_loop], loops
 
 
 def structural_features(edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -97,7 +112,7 @@ class GCNLSTM(nn.Module):
             the backward pass instead of storing its activations (0: off).
 
     Shapes:
-        input: a sequence of T :class:`GraphInput`; output ``h_NTH`` ``[N, T, H]``.
+        input: a sequence of T :class:`GraphInput`; output ``h_TNH`` ``[T, N, H]``.
     """
 
     def __init__(
@@ -131,7 +146,7 @@ class GCNLSTM(nn.Module):
         self.convs = nn.ModuleList(
             GCNConv(a, b, normalize=False, add_self_loops=False) for a, b in itertools.pairwise(dims)
         )
-        self.lstm = nn.LSTM(hidden, hidden, num_layers=lstm_layers, batch_first=True)
+        self.lstm = nn.LSTM(hidden, hidden, num_layers=lstm_layers)  # time-major: [T, N, F]
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -142,14 +157,20 @@ class GCNLSTM(nn.Module):
             nn.init.normal_(self.embedding, std=0.1)
 
     def gcn(self, g: GraphInput, key: Sequence[int] = ()) -> torch.Tensor:
-        """``z_NF`` for one snapshot. ``key`` (seed, epoch) keys dropout when training."""
+        """``z_NF`` for one snapshot through PyG's ``GCNConv`` (the reference path).
+
+        ``key`` (seed, epoch) keys dropout when training.
+        """
         parts = [p for p in (g.x, self.embedding) if p is not None]
         h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         gen = keyed_generator(h.device, *key, g.t) if self.training and self.dropout else None
+        loops = torch.arange(self.num_nodes, device=h.device)
+        edge_index = torch.cat([g.edge_index, torch.stack([loops, loops])], dim=1)
+        edge_weight = torch.cat([g.edge_weight, g.loop_weight])
         for i, conv in enumerate(self.convs):
             if gen is not None:
                 h = keyed_dropout(h, self.dropout, gen)
-            h = conv(h, g.edge_index, g.edge_weight)
+            h = conv(h, edge_index, edge_weight)
             if i + 1 < len(self.convs):
                 h = self.act(h)
         return h
@@ -157,9 +178,12 @@ class GCNLSTM(nn.Module):
     def gcn_batched(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
         """``z_TNF`` for several snapshots at once, as one block-diagonal graph.
 
-        The same parameters and the same arithmetic as :meth:`gcn` (a ``GCNConv`` per
-        snapshot), in one matrix product and one scatter per layer instead of one call
-        per snapshot; results agree up to the order of floating-point sums.
+        The parameters and arithmetic of :meth:`gcn` (a ``GCNConv`` per snapshot), with
+        one sparse product per layer instead of one call per snapshot; results agree up
+        to the order of floating-point sums. Self-loops are the diagonal of the
+        normalised adjacency and are applied as an elementwise scale. On CPU the
+        off-diagonal part is a CSR matrix (edges arrive sorted by source, which is the
+        CSR layout of its transpose), so no per-edge message tensor is materialised.
         """
         n = self.num_nodes
         parts = [[p for p in (g.x, self.embedding) if p is not None] for g in graphs]
@@ -167,37 +191,99 @@ class GCNLSTM(nn.Module):
         offsets = [i * n for i in range(len(graphs))]
         src = torch.cat([g.edge_index[0] + o for g, o in zip(graphs, offsets, strict=True)])
         dst = torch.cat([g.edge_index[1] + o for g, o in zip(graphs, offsets, strict=True)])
-        w = torch.cat([g.edge_weight for g in graphs]).unsqueeze(1)
+        w = torch.cat([g.edge_weight for g in graphs])
+        loop_w = torch.cat([g.loop_weight for g in graphs]).unsqueeze(1)
+        propagate = propagation(src, dst, w, len(graphs) * n)
         gens = [keyed_generator(h.device, *key, g.t) for g in graphs] if self.training and self.dropout else None
         for i, conv in enumerate(self.convs):
             if gens is not None:
                 h = torch.cat(
                     [keyed_dropout(h[o : o + n], self.dropout, g) for o, g in zip(offsets, gens, strict=True)]
                 )
-            h = conv.lin(h)
-            h = torch.zeros_like(h).index_add_(0, dst, h[src] * w) + conv.bias
+            # (A X) W = A (X W): propagate whichever side is narrower
+            if conv.in_channels < conv.out_channels:
+                h = conv.lin(h * loop_w + propagate(h)) + conv.bias
+            else:
+                h = conv.lin(h)
+                h = h * loop_w + propagate(h) + conv.bias
             if i + 1 < len(self.convs):
                 h = self.act(h)
         return h.reshape(len(graphs), n, -1)
 
     def encode_snapshots(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
-        """``z_TNF``: the GCN stage over a sequence, batched, checkpointed in chunks if configured."""
+        """``z_TNF``: the GCN stage over a sequence, batched in chunks of snapshots.
+
+        Chunks hold ``checkpoint_every`` snapshots when activation checkpointing is on
+        (recomputed in the backward pass), else as many as fit an edge budget.
+        """
         chunk = self.checkpoint_every
-        if not chunk or not torch.is_grad_enabled():
-            return self.gcn_batched(graphs, key)
+        if chunk and torch.is_grad_enabled():
 
-        def run(start: int) -> torch.Tensor:
-            return self.gcn_batched(graphs[start : start + chunk], key)
+            def run(start: int) -> torch.Tensor:
+                return self.gcn_batched(graphs[start : start + chunk], key)
 
-        return torch.cat([checkpoint(run, s, use_reentrant=False) for s in range(0, len(graphs), chunk)])
+            return torch.cat([checkpoint(run, s, use_reentrant=False) for s in range(0, len(graphs), chunk)])
+        pieces, start, edges = [], 0, 0
+        for i, g in enumerate(graphs):
+            edges += g.edge_index.shape[1] + self.num_nodes
+            if edges > _EDGE_BUDGET and i > start:
+                pieces.append(self.gcn_batched(graphs[start:i], key))
+                start, edges = i, g.edge_index.shape[1] + self.num_nodes
+        pieces.append(self.gcn_batched(graphs[start:], key))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
     def temporal(self, z_TNF: torch.Tensor) -> torch.Tensor:
-        """``h_NTH``: the LSTM over the time axis for every node."""
-        h_NTH, _ = self.lstm(z_TNF.transpose(0, 1))
-        return h_NTH
+        """``h_TNH``: the LSTM over the time axis for every node.
+
+        On accelerators ``nn.LSTM`` (cuDNN); on CPU the same parameters stepped with the
+        fused ``torch.lstm_cell``, whose backward pass is faster there than the one of
+        the fused whole-sequence kernel.
+        """
+        if z_TNF.device.type != "cpu":
+            return self.lstm(z_TNF)[0]
+        return lstm_by_steps(self.lstm, z_TNF)
 
     def forward(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
         return self.temporal(self.encode_snapshots(graphs, key))
+
+
+def lstm_by_steps(lstm: nn.LSTM, x_TNI: torch.Tensor) -> torch.Tensor:
+    """``nn.LSTM``'s output (time-major, zero initial state), one ``lstm_cell`` per step."""
+    out = x_TNI
+    for layer in range(lstm.num_layers):
+        w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
+        b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
+        h = out.new_zeros(out.shape[1], lstm.hidden_size)
+        c = torch.zeros_like(h)
+        steps = []
+        for x in out.unbind(0):  # unbind: one stack in the backward pass, not T full-size zero fills
+            h, c = torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
+            steps.append(h)
+        out = torch.stack(steps)
+    return out
+
+
+_EDGE_BUDGET = 1 << 24  # edges (self-loops included) per batched GCN chunk
+
+
+def propagation(src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor, size: int, sparse: bool | None = None):
+    """``h -> A h`` for the adjacency ``A[dst, src] = w`` (``[size, size]``).
+
+    ``sparse`` (default: on CPU) uses a CSR product; otherwise a gather and scatter of
+    per-edge messages (the path for accelerators).
+    """
+    if sparse if sparse is not None else src.device.type == "cpu":
+        if len(src) > 1 and not bool((src[1:] >= src[:-1]).all()):
+            order = torch.argsort(src, stable=True)
+            src, dst, w = src[order], dst[order], w[order]
+        crow = torch.zeros(size + 1, dtype=torch.long)
+        crow[1:] = torch.cumsum(torch.bincount(src, minlength=size), 0)
+        with warnings.catch_warnings():  # torch flags its sparse CSR support as beta
+            warnings.simplefilter("ignore", UserWarning)
+            a_t = torch.sparse_csr_tensor(crow, dst, w, (size, size))  # rows: sources
+        return lambda h: a_t.t() @ h
+    w = w.unsqueeze(1)
+    return lambda h: torch.zeros_like(h).index_add_(0, dst, h[src] * w)
 
 
 class LinkDecoder(nn.Module):

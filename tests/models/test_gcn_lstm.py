@@ -33,8 +33,7 @@ def graphs(x):
     for t, edges in enumerate(SEQ):
         ei = torch.tensor([[s for s, _, _ in edges], [d for _, d, _ in edges]])
         w = torch.tensor([w for _, _, w in edges])
-        ei_n, w_n = normalize(ei, w, N, torch.float64)
-        out.append(GraphInput(t, ei_n, w_n, x[t]))
+        out.append(GraphInput(t, *normalize(ei, w, N, torch.float64), x[t]))
     return out
 
 
@@ -52,7 +51,7 @@ def test_forward_and_gradients_match_dense_reference(checkpoint_every):
         embedding_dim=3,
         checkpoint_every=checkpoint_every,
     ).double()
-    ref_lstm = torch.nn.LSTM(5, 5, num_layers=2, batch_first=True).double()
+    ref_lstm = torch.nn.LSTM(5, 5, num_layers=2, batch_first=True).double()  # node-major, as a check
     ref_lstm.load_state_dict(model.lstm.state_dict())
     w1, b1 = (
         model.convs[0].lin.weight.detach().clone().requires_grad_(),
@@ -72,6 +71,7 @@ def test_forward_and_gradients_match_dense_reference(checkpoint_every):
         z = torch.tanh(a @ (inp @ w1.T) + b1)
         zs.append(a @ (z @ w2.T) + b2)
     ref, _ = ref_lstm(torch.stack(zs).transpose(0, 1))
+    ref = ref.transpose(0, 1)  # [T, N, H]
     torch.testing.assert_close(h, ref, rtol=1e-10, atol=1e-12)
 
     target = torch.randn_like(h)
@@ -106,7 +106,54 @@ def test_batched_path_equals_gcnconv_per_snapshot():
     x = torch.randn(3, N, 2, dtype=torch.float64)
     model = GCNLSTM(N, 2, hidden=6, gcn_layers=3, dropout=0.25, embedding_dim=2).double().train()
     per_snapshot = torch.stack([model.gcn(g, key=(1, 4)) for g in graphs(x)])
-    torch.testing.assert_close(model.gcn_batched(graphs(x), key=(1, 4)), per_snapshot, rtol=1e-12, atol=1e-14)
+    batched = model.gcn_batched(graphs(x), key=(1, 4))
+    torch.testing.assert_close(batched, per_snapshot, rtol=1e-12, atol=1e-14)
+    weights = torch.randn_like(batched)
+    (per_snapshot * weights).sum().backward()
+    expected = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    (model.gcn_batched(graphs(x), key=(1, 4)) * weights).sum().backward()
+    got = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(got) == len(expected) == 7  # three GCN layers' weights and biases, the embedding
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_lstm_by_steps_equals_nn_lstm():
+    from dyngnn.models.gcn_lstm import lstm_by_steps
+
+    torch.manual_seed(3)
+    lstm = torch.nn.LSTM(3, 4, num_layers=2).double()
+    x = torch.randn(5, 6, 3, dtype=torch.float64, requires_grad=True)
+    ref = lstm(x)[0]
+    ref.pow(2).sum().backward()
+    grads = [p.grad.clone() for p in lstm.parameters()] + [x.grad.clone()]
+    lstm.zero_grad()
+    x.grad = None
+    mine = lstm_by_steps(lstm, x)
+    mine.pow(2).sum().backward()
+    torch.testing.assert_close(mine, ref, rtol=1e-12, atol=1e-14)
+    for a, b in zip([p.grad for p in lstm.parameters()] + [x.grad], grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("sorted_by_source", [True, False])
+def test_sparse_and_scatter_propagation_agree(sorted_by_source):
+    from dyngnn.models.gcn_lstm import propagation
+
+    torch.manual_seed(4)
+    src, dst = torch.randint(0, 50, (300,)), torch.randint(0, 50, (300,))
+    if sorted_by_source:
+        order = torch.argsort(src)
+        src, dst = src[order], dst[order]
+    w = torch.rand(300, dtype=torch.float64)
+    dense = torch.zeros(50, 50, dtype=torch.float64).index_put_((dst, src), w, accumulate=True)
+    h = torch.randn(50, 3, dtype=torch.float64, requires_grad=True)
+    for sparse in (True, False):
+        out = propagation(src, dst, w, 50, sparse=sparse)(h)
+        torch.testing.assert_close(out, dense @ h)
+        (grad,) = torch.autograd.grad(out.sum(), h)
+        torch.testing.assert_close(grad, dense.T @ torch.ones(50, 3, dtype=torch.float64))
 
 
 def test_structural_features():
