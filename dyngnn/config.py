@@ -55,6 +55,8 @@ class TaskConfig:
     """Evaluation negatives per positive edge (AUC, AP, MRR)."""
     max_positives: int = 0
     """Train on at most this many edges of each target snapshot, drawn anew every epoch (0: all)."""
+    eval_max_positives: int = 100_000
+    """Evaluate on at most this many edges of each target snapshot, the same sample every epoch (0: all)."""
     val_fraction: float = 0.15
     """Share of transitions t -> t+1 used for validation (after the training ones)."""
     test_fraction: float = 0.15

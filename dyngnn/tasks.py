@@ -20,6 +20,7 @@ from dyngnn.errors import InputError
 from dyngnn.models.gcn_lstm import keyed_generator
 
 EVAL_KEY = 2**31 - 1  # stands in for the epoch when drawing evaluation negatives
+_SCORE_CHUNK = 1 << 14  # positives scored at once in evaluation
 
 
 # -- metrics (pure) ------------------------------------------------------------
@@ -121,14 +122,15 @@ class LinkTask:
         negatives: int = 1,
         eval_negatives: int = 20,
         max_positives: int = 0,
+        eval_max_positives: int = 0,
     ) -> None:
-        if negatives < 1 or eval_negatives < 1 or max_positives < 0:
+        if negatives < 1 or eval_negatives < 1 or max_positives < 0 or eval_max_positives < 0:
             raise InputError(
                 f"task.negatives {negatives}, task.eval_negatives {eval_negatives} and task.max_positives "
                 f"{max_positives}: must be >= 1, >= 1 and >= 0"
             )
         self.num_nodes, self.split, self.seed = num_nodes, split, seed
-        self.max_positives = max_positives
+        self.max_positives, self.eval_max_positives = max_positives, eval_max_positives
         self.negatives, self.eval_negatives = negatives, eval_negatives
 
     def _pairs(
@@ -174,9 +176,13 @@ class LinkTask:
     def _scores(self, split, targets, score_fn) -> dict[str, float]:
         pos_all, neg_all = [], []
         for t in split:
-            src, dst, neg = self._pairs(targets[t + 1], self.eval_negatives, self.seed, EVAL_KEY, t)
-            pos_all.append(score_fn(t, src, dst).cpu().double().numpy())
-            neg_all.append(score_fn(t, src.unsqueeze(1).expand_as(neg), neg).cpu().double().numpy())
+            src, dst, neg = self._pairs(
+                targets[t + 1], self.eval_negatives, self.seed, EVAL_KEY, t, cap=self.eval_max_positives
+            )
+            for s in range(0, len(src), _SCORE_CHUNK):  # bounded memory: [chunk, K, H] at a time
+                u, v, w = src[s : s + _SCORE_CHUNK], dst[s : s + _SCORE_CHUNK], neg[s : s + _SCORE_CHUNK]
+                pos_all.append(score_fn(t, u, v).cpu().double().numpy())
+                neg_all.append(score_fn(t, u.unsqueeze(1).expand_as(w), w).cpu().double().numpy())
         pos, neg = np.concatenate(pos_all), np.concatenate(neg_all)
         return {"auc": auc(pos, neg), "ap": average_precision(pos, neg), "mrr": mrr(pos, neg)}
 

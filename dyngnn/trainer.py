@@ -177,6 +177,7 @@ class Trainer:
                 cfg.negatives,
                 cfg.eval_negatives,
                 cfg.max_positives,
+                cfg.eval_max_positives,
             )
         if self.store.meta.get("node_data", {}).get("y") != "snapshot":
             where = self.store.path or "the store"

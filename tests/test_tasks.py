@@ -62,3 +62,20 @@ def test_persistence_reference_and_keyed_negatives():
     _, _, b = task._pairs(targets[4], 3, 0, 1, 3)
     _, _, c = task._pairs(targets[4], 3, 0, 2, 3)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_eval_cap_samples_a_fixed_subset():
+    n = 50
+    keys = {t: torch.arange(0, 2000, 3) for t in range(4)}
+    task = LinkTask(n, Split((0,), (1,), (2,)), seed=0, eval_negatives=2, eval_max_positives=100)
+    seen = []
+
+    def score(t, u, v):
+        seen.append(u.shape)
+        return torch.zeros(u.shape, dtype=torch.float64)
+
+    task._scores((1,), keys, score)
+    assert seen == [torch.Size([100]), torch.Size([100, 2])]
+    a = task._pairs(keys[2], 2, 0, 7, 1, cap=100)
+    b = task._pairs(keys[2], 2, 0, 7, 1, cap=100)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
