@@ -6,12 +6,26 @@ import datetime as _dt
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def git_state() -> dict[str, Any]:
+    """Commit measured, and whether dyngnn/ had uncommitted edits (the code moves)."""
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD"), "dyngnn_dirty": bool(git("status", "--porcelain", "dyngnn"))}
 
 
 def machine() -> dict[str, Any]:
@@ -23,6 +37,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "platform": platform.platform(),
+        **git_state(),
     }
 
 
@@ -39,7 +54,7 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
     def cell(v: Any) -> str:
         if isinstance(v, bool):
-            return "yes" if v else "NO"
+            return "yes" if v else "no"
         if isinstance(v, (int, np.integer)):
             return f"{int(v):,}"
         if isinstance(v, (float, np.floating)):
@@ -48,11 +63,18 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
     cells = [[cell(r.get(c)) for c in columns] for r in rows]
     width = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.rjust(w) for c, w in zip(columns, width)))
+    print("  ".join(c.rjust(w) for c, w in zip(columns, width, strict=True)))
     for row in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(row, width)))
+        print("  ".join(v.rjust(w) for v, w in zip(row, width, strict=True)))
 
 
 def percentile_ms(seconds: list[float], q: float) -> float:
     """The ``q``-th percentile of durations given in seconds, in milliseconds."""
     return float(np.percentile(np.asarray(seconds) * 1e3, q))
+
+
+def banner() -> str:
+    """One line saying when, where and on which commit a run happened."""
+    m = machine()
+    dirty = " (dyngnn/ has uncommitted edits)" if m["dyngnn_dirty"] else ""
+    return f"# {m['date']}  {m['cpus']} CPUs  numpy {m['numpy']}  commit {m['commit']}{dirty}"

@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from _util import OUT_DIR, print_table, write_json
+from _util import OUT_DIR, banner, print_table, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dyngnn.data.readers import load_snapshots  # noqa: E402
-from dyngnn.data.snapshots import Snapshots  # noqa: E402
-from dyngnn.data.store import DeltaStore  # noqa: E402
-from dyngnn.data.synthetic import synthesize  # noqa: E402
+from dyngnn.data.readers import load_snapshots
+from dyngnn.data.snapshots import Snapshots
+from dyngnn.data.store import DeltaStore
+from dyngnn.data.synthetic import synthesize
 
 
 def change_counts(
@@ -57,7 +56,9 @@ def measure(name: str, snaps: Snapshots, k: int) -> dict[str, Any]:
         keys, w = store.snapshot_keys(t)  # in time order: one delta applied per step
         roundtrip_ok &= bool(np.array_equal(keys, snaps.keys[t]))
         if weighted:
-            roundtrip_ok &= bool(np.array_equal(w.view(np.uint32), np.asarray(snaps.weights[t], np.float32).view(np.uint32)))
+            roundtrip_ok &= bool(
+                np.array_equal(w.view(np.uint32), np.asarray(snaps.weights[t], np.float32).view(np.uint32))
+            )
         a, r, rw = change_counts(prev, prev_w, keys, w)
         floor += min(8 * len(keys), 8 * a + 4 * r)
         keyframe = per["encoding"] == "keyframe"
@@ -71,16 +72,29 @@ def measure(name: str, snaps: Snapshots, k: int) -> dict[str, Any]:
         delta = (8 + ww) * a + min(4 * r, mask) + (ww * rw + min(4 * rw, mask) if weighted else 0)
         floor_mask += min((8 + ww) * len(keys), delta) if t else (8 + ww) * len(keys)
         if not keyframe and (per["added"], per["removed"], per["reweighted"]) != (a, r, rw):
-            mismatches.append({"t": t, "store": [per["added"], per["removed"], per["reweighted"]], "measured": [a, r, rw]})
+            mismatches.append(
+                {"t": t, "store": [per["added"], per["removed"], per["reweighted"]], "measured": [a, r, rw]}
+            )
         prev, prev_w = keys, w
     stored, full = st["stored_graph_bytes"], st["full_snapshot_bytes"]
     return {
-        "case": name, "K": k, "T": store.num_snapshots, "edges": st["total_edges"], "weighted": weighted,
-        "keyframes": st["keyframes"], "stored": stored, "index": st["index_bytes"], "full": full, "floor": floor,
-        "floor_mask": floor_mask, "stored/floor_mask": stored / floor_mask if floor_mask else float("nan"),
-        "stored/floor": stored / floor if floor else float("nan"), "stored/full": stored / full,
+        "case": name,
+        "K": k,
+        "T": store.num_snapshots,
+        "edges": st["total_edges"],
+        "weighted": weighted,
+        "keyframes": st["keyframes"],
+        "stored": stored,
+        "index": st["index_bytes"],
+        "full": full,
+        "floor": floor,
+        "floor_mask": floor_mask,
+        "stored/floor_mask": stored / floor_mask if floor_mask else float("nan"),
+        "stored/floor": stored / floor if floor else float("nan"),
+        "stored/full": stored / full,
         "meets": stored <= 1.1 * floor and stored <= full,
-        "roundtrip_ok": roundtrip_ok, "count_mismatches": mismatches,
+        "roundtrip_ok": roundtrip_ok,
+        "count_mismatches": mismatches,
     }
 
 
@@ -88,8 +102,13 @@ def synthetic_cases(args: argparse.Namespace, tmp: Path):
     for churn in args.churns:
         out = tmp / f"churn{churn}"
         store = synthesize(
-            out, num_nodes=args.nodes, num_edges=args.edges, num_snapshots=args.snapshots,
-            churn=churn, seed=args.seed, keyframe_every=0,
+            out,
+            num_nodes=args.nodes,
+            num_edges=args.edges,
+            num_snapshots=args.snapshots,
+            churn=churn,
+            seed=args.seed,
+            keyframe_every=0,
         )
         yield f"synth churn={churn:g}", store.to_snapshots()
 
@@ -111,13 +130,18 @@ def main() -> int:
     p.add_argument("--snapshots", type=int, default=32)
     p.add_argument("--churns", type=lambda s: [float(x) for x in s.split(",")], default=[0.001, 0.01, 0.05, 0.2, 1.0])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--keyframe-every", type=lambda s: [int(x) for x in s.split(",")], default=[0, 64],
-                   help="comma-separated K values (0: keyframes only when smaller)")
+    p.add_argument(
+        "--keyframe-every",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[0, 64],
+        help="comma-separated K values (0: keyframes only when smaller)",
+    )
     p.add_argument("--bitcoin-window", default="1d")
     p.add_argument("--bitcoin-lifetime", default="30d")
     p.add_argument("--covid", type=Path, default=Path("/work/shared/data/pgt_england_covid.json"))
     p.add_argument("--json", type=Path, default=OUT_DIR / "store_size.json")
     args = p.parse_args()
+    print(banner(), flush=True)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="store_size-") as tmp:
@@ -126,11 +150,28 @@ def main() -> int:
                 rows.append(measure(name, snaps, k))
                 r = rows[-1]
                 if not r["roundtrip_ok"] or r["count_mismatches"]:
-                    print(f"WARNING {name} K={k}: roundtrip_ok={r['roundtrip_ok']}, "
-                          f"{len(r['count_mismatches'])} snapshots where the store's counts differ")
+                    print(
+                        f"WARNING {name} K={k}: roundtrip_ok={r['roundtrip_ok']}, "
+                        f"{len(r['count_mismatches'])} snapshots where the store's counts differ"
+                    )
 
-    print_table(rows, ["case", "K", "T", "keyframes", "stored", "full", "floor", "stored/floor", "stored/full", "meets",
-                       "floor_mask", "stored/floor_mask"])
+    print_table(
+        rows,
+        [
+            "case",
+            "K",
+            "T",
+            "keyframes",
+            "stored",
+            "full",
+            "floor",
+            "stored/floor",
+            "stored/full",
+            "meets",
+            "floor_mask",
+            "stored/floor_mask",
+        ],
+    )
     print("meets: stored <= 1.1 x floor and stored <= full; floor_mask: floor where positions may be a bitmask")
     out = write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
     print(f"wrote {out}")

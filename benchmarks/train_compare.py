@@ -8,8 +8,9 @@ own process (so peak memory is its own):
 - ``pygt-loop``: the loop a PyTorch Geometric Temporal user writes today: iterate a
   ``DynamicGraphTemporalSignal``, ``.to(device)`` every snapshot, two ``GCNConv`` layers
   and an ``LSTMCell`` step per snapshot. The same model math as dyngnn.
-- ``pygt-gclstm``: PyTorch Geometric Temporal's ``GCLSTM`` cell (Chebyshev graph
-  convolutions inside the LSTM gates), the recurrent model users run now.
+- ``pygt-gclstm``: PyTorch Geometric Temporal's ``GCLSTM`` cell with ``K=2`` (one-hop
+  Chebyshev graph convolutions of the hidden state inside the LSTM gates), the recurrent
+  model users run now. Different math: a reference point, not an equal comparison.
 
 All three use log-degree node inputs, hidden width ``--hidden``, a dot-product decoder,
 and the same positives (at most ``--max-positives`` edges of each target snapshot) and
@@ -68,11 +69,25 @@ def run_dyngnn(store: str, args) -> dict:
     from dyngnn.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as run_dir:
-        cfg = parse_cli([
-            "--data.store", store, "--run.dir", run_dir, "--run.no-progress", "--run.device", args.device,
-            "--model.hidden", str(args.hidden), "--task.max_positives", str(args.max_positives),
-            "--transfer.mode", args.mode, "--training.epochs", str(args.epochs),
-        ])
+        cfg = parse_cli(
+            [
+                "--data.store",
+                store,
+                "--run.dir",
+                run_dir,
+                "--run.no-progress",
+                "--run.device",
+                args.device,
+                "--model.hidden",
+                str(args.hidden),
+                "--task.max_positives",
+                str(args.max_positives),
+                "--transfer.mode",
+                args.mode,
+                "--training.epochs",
+                str(args.epochs),
+            ]
+        )
         trainer = Trainer(cfg)
         times, h2d = [], []
         for _ in range(args.epochs):
@@ -84,11 +99,12 @@ def run_dyngnn(store: str, args) -> dict:
 
 
 def run_pygt(store: str, args, gclstm: bool) -> dict:
+    from torch_geometric.nn import GCNConv
+
     from dyngnn.data.store import DeltaStore
     from dyngnn.interop.pygt import to_signal
     from dyngnn.interop.shim import import_pygt
     from dyngnn.tasks import Split
-    from torch_geometric.nn import GCNConv
 
     pygt = import_pygt()
     device = torch.device(args.device)
@@ -98,7 +114,8 @@ def run_pygt(store: str, args, gclstm: bool) -> dict:
     split = Split.by_time(t_all, 0.15, 0.15)
     torch.manual_seed(0)
     if gclstm:
-        cell = pygt.nn.recurrent.GCLSTM(2, args.hidden, K=1).to(device)
+        # K=2: one hop of Chebyshev filtering (K=1 would not look at the graph at all)
+        cell = pygt.nn.recurrent.GCLSTM(2, args.hidden, K=2).to(device)
         params = list(cell.parameters())
     else:
         conv1, conv2 = GCNConv(2, args.hidden).to(device), GCNConv(args.hidden, args.hidden).to(device)
@@ -111,7 +128,7 @@ def run_pygt(store: str, args, gclstm: bool) -> dict:
         moved = 0
         h = c = None
         states, keys = [], []
-        for t, snap in enumerate(signal):
+        for snap in signal:
             snap = snap.to(device)
             moved += snap.edge_index.numel() * 8 + (0 if snap.edge_attr is None else snap.edge_attr.numel() * 4)
             x = _log_degree(snap.edge_index, n)
@@ -140,11 +157,13 @@ def run_pygt(store: str, args, gclstm: bool) -> dict:
 def child(args) -> None:
     """One measurement in this process; prints one JSON line."""
     out = (
-        run_dyngnn(args.store, args) if args.impl == "dyngnn"
+        run_dyngnn(args.store, args)
+        if args.impl == "dyngnn"
         else run_pygt(args.store, args, gclstm=args.impl == "pygt-gclstm")
     )
     peak = (
-        torch.cuda.max_memory_allocated() if args.device.startswith("cuda")
+        torch.cuda.max_memory_allocated()
+        if args.device.startswith("cuda")
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
     print(json.dumps(out | {"peak_memory_bytes": int(peak)}))
@@ -195,38 +214,76 @@ def main() -> None:
         stores = {}
         synth = f"synth N={args.nodes:,} E={args.edges:,} T={args.snapshots} churn={args.churn}"
         stores[synth] = str(Path(tmp) / "synth")
-        synthesize(stores[synth], num_nodes=args.nodes, num_edges=args.edges, num_snapshots=args.snapshots,
-                   churn=args.churn, seed=0, keyframe_every=0)
+        synthesize(
+            stores[synth],
+            num_nodes=args.nodes,
+            num_edges=args.edges,
+            num_snapshots=args.snapshots,
+            churn=args.churn,
+            seed=0,
+            keyframe_every=0,
+        )
         if not args.skip_bitcoin:
-            snaps, meta = load_snapshots("bitcoinalpha", window="7d")
+            snaps, _ = load_snapshots("bitcoinalpha", window="7d")
             stores["bitcoinalpha weekly"] = str(Path(tmp) / "btc")
             DeltaStore.from_snapshots(snaps, path=stores["bitcoinalpha weekly"], keyframe_every=0)
         for name, store in stores.items():
             floor = change_floor(store)
             for impl in args.impls.split(","):
-                cmd = [sys.executable, __file__, "--impl", impl, "--store", store, "--hidden", str(args.hidden),
-                       "--max-positives", str(args.max_positives), "--epochs", str(args.epochs),
-                       "--mode", args.mode, "--device", args.device]
-                run = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                                     env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"})
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--impl",
+                    impl,
+                    "--store",
+                    store,
+                    "--hidden",
+                    str(args.hidden),
+                    "--max-positives",
+                    str(args.max_positives),
+                    "--epochs",
+                    str(args.epochs),
+                    "--mode",
+                    args.mode,
+                    "--device",
+                    args.device,
+                ]
+                run = subprocess.run(
+                    cmd,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"},
+                )
                 if run.returncode:
                     print(run.stderr[-3000:], file=sys.stderr)
                     raise SystemExit(f"{impl} on {name} failed")
                 r = json.loads(run.stdout.strip().splitlines()[-1])
-                r |= {"case": name, "impl": impl, "change_floor": floor,
-                      "median_epoch_seconds": statistics.median(r["epoch_seconds"][1:])}
+                r |= {
+                    "case": name,
+                    "impl": impl,
+                    "change_floor": floor,
+                    "median_epoch_seconds": statistics.median(r["epoch_seconds"][1:]),
+                }
                 results.append(r)
-                print(f"{name:<45} {impl:<12} epoch {r['median_epoch_seconds']:8.3f} s  "
-                      f"h2d/epoch {r['h2d_bytes'][-1]:>13,} B (1st {r['h2d_bytes'][0]:>13,})  "
-                      f"peak {r['peak_memory_bytes'] / 2**30:6.2f} GiB", flush=True)
+                print(
+                    f"{name:<45} {impl:<12} epoch {r['median_epoch_seconds']:8.3f} s  "
+                    f"h2d/epoch {r['h2d_bytes'][-1]:>13,} B (1st {r['h2d_bytes'][0]:>13,})  "
+                    f"peak {r['peak_memory_bytes'] / 2**30:6.2f} GiB",
+                    flush=True,
+                )
             base = {r["impl"]: r for r in results if r["case"] == name}
             if "dyngnn" in base:
                 d = base["dyngnn"]
                 for other in ("pygt-loop", "pygt-gclstm"):
                     if other in base:
-                        print(f"  speed-up over {other}: {base[other]['median_epoch_seconds'] / d['median_epoch_seconds']:.1f}x")
-                print(f"  dyngnn h2d epoch 1 / change floor: {d['h2d_bytes'][0] / floor:.3f}; "
-                      f"later epochs: {d['h2d_bytes'][1:]}")
+                        print(
+                            f"  speed-up over {other}: {base[other]['median_epoch_seconds'] / d['median_epoch_seconds']:.1f}x"
+                        )
+                print(
+                    f"  dyngnn h2d epoch 1 / change floor: {d['h2d_bytes'][0] / floor:.3f}; "
+                    f"later epochs: {d['h2d_bytes'][1:]}"
+                )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
 
