@@ -47,6 +47,8 @@ class DataConfig:
 class TaskConfig:
     kind: Literal["link", "node"] = "link"
     """`link`: predict the edges of snapshot t+1; `node`: predict node targets of t+1."""
+    targets: Literal["regression", "classes"] = "regression"
+    """For `node`: real-valued targets (MSE, MAE) or integer class ids (accuracy, macro-F1)."""
     decoder: Literal["dot", "mlp"] = "dot"
     """Link scorer: dot product of node states, or a small MLP on both."""
     negatives: int = 1

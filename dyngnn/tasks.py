@@ -254,3 +254,62 @@ class NodeTask:
     def reference(self, targets, split) -> dict[str, float]:
         """Same value as last step: predict ``y[t+1] = y[t]``."""
         return self._metrics(self.y[torch.tensor(split)], split)
+
+
+class NodeClassTask:
+    """Predict every node's class in snapshot t+1 from ``H[t]``; accuracy and macro-F1.
+
+    Targets are integer class ids from the store (``y``, per snapshot, ``[T, N]``). The
+    current class, one-hot, is also a node input of snapshot t.
+    """
+
+    kind = "node"
+
+    def __init__(self, y_TN: torch.Tensor, split: Split) -> None:
+        if y_TN.dtype.is_floating_point or y_TN.dim() != 2 or bool((y_TN < 0).any()):
+            raise InputError("task.targets = 'classes' needs integer class ids >= 0, one per node and snapshot")
+        self.split = split
+        self.y = y_TN.long()
+        self.num_classes = int(self.y.max()) + 1
+        self.onehot = F.one_hot(self.y, self.num_classes)
+
+    @property
+    def out_dim(self) -> int:
+        return self.num_classes
+
+    def features(self, t: int) -> torch.Tensor:
+        return self.onehot[t]
+
+    def loss(self, h_TNH, head, targets, epoch) -> tuple[torch.Tensor, int]:
+        t = torch.tensor(self.split.train, device=h_TNH.device)
+        logits = head(h_TNH[t])  # [|train|, N, C]
+        truth = self.y[t + 1]
+        return F.cross_entropy(logits.reshape(-1, self.num_classes), truth.reshape(-1), reduction="sum"), truth.numel()
+
+    def _metrics(self, pred_TN: torch.Tensor, split) -> dict[str, float]:
+        return {
+            "accuracy": float((pred_TN == self.y[torch.tensor(split) + 1]).double().mean()),
+            "macro_f1": macro_f1(pred_TN.reshape(-1), self.y[torch.tensor(split) + 1].reshape(-1), self.num_classes),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, h_TNH, head, targets, split) -> dict[str, float]:
+        t = torch.tensor(split, device=h_TNH.device)
+        return self._metrics(head(h_TNH[t]).argmax(-1), split)
+
+    @torch.no_grad()
+    def reference(self, targets, split) -> dict[str, float]:
+        """Same class as last step."""
+        return self._metrics(self.y[torch.tensor(split)], split)
+
+
+def macro_f1(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) -> float:
+    """Mean over the classes that occur (in truth or prediction) of their F1 score."""
+    f1 = []
+    for c in range(num_classes):
+        tp = int(((pred == c) & (truth == c)).sum())
+        fp = int(((pred == c) & (truth != c)).sum())
+        fn = int(((pred != c) & (truth == c)).sum())
+        if tp + fp + fn:
+            f1.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1)) if f1 else float("nan")

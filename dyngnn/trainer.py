@@ -25,7 +25,7 @@ from dyngnn.config import Config, DataConfig
 from dyngnn.data.store import DeltaStore
 from dyngnn.errors import InputError
 from dyngnn.models.gcn_lstm import GCNLSTM, GraphInput, LinkDecoder, NodeHead, normalize, structural_features
-from dyngnn.tasks import LinkTask, NodeTask, Split
+from dyngnn.tasks import LinkTask, NodeClassTask, NodeTask, Split
 from dyngnn.transfer import SnapshotStream
 
 log = logging.getLogger("dyngnn")
@@ -123,7 +123,7 @@ class Trainer:
         self.task = self._make_task()
         self.x = self._node_features()
         self.x_dim = 0 if self.x is None else self.x.shape[-1]
-        in_dim = 2 * cfg.model.structural + self.x_dim + (self.task.out_dim if isinstance(self.task, NodeTask) else 0)
+        in_dim = 2 * cfg.model.structural + self.x_dim + (0 if cfg.task.kind == "link" else self.task.out_dim)
         if in_dim + cfg.model.embedding_dim == 0:
             raise InputError("the model has no inputs: set model.structural = true or model.embedding_dim > 0")
         torch.manual_seed(cfg.training.seed)
@@ -183,6 +183,12 @@ class Trainer:
             where = self.store.path or "the store"
             raise InputError(f"{where}: task.kind = 'node' needs per-snapshot node targets (y), and the store has none")
         y = np.array(self.store.node_array("y"))
+        if cfg.targets == "classes":
+            if y.dtype.kind not in "iu":
+                raise InputError(
+                    f"{self.store.path}: task.targets = 'classes' needs integer targets, the store has {y.dtype}"
+                )
+            return NodeClassTask(torch.as_tensor(y, device=self.device), self.split)
         y = y.reshape(y.shape[0], y.shape[1], -1)
         return NodeTask(torch.as_tensor(y, dtype=self.dtype, device=self.device), self.split)
 
@@ -201,8 +207,8 @@ class Trainer:
                 parts.append(structural_features(ei, self.store.num_nodes, self.dtype))
             if self.x is not None:
                 parts.append(self.x[snap.t] if self._x_per_snapshot else self.x)
-            if isinstance(self.task, NodeTask):
-                parts.append(self.task.features(snap.t))
+            if self.cfg.task.kind == "node":
+                parts.append(self.task.features(snap.t).to(self.dtype))
             x = torch.cat(parts, dim=1) if parts else None
             graphs.append(GraphInput(snap.t, *norm, x))
             targets[snap.t] = snap.keys
@@ -387,7 +393,7 @@ class Trainer:
             "test": self.task.evaluate(h, self.head, targets, self.split.test),
             "reference": self.task.reference(targets, self.split.test),
             "val": self.task.evaluate(h, self.head, targets, self.split.val),
-            "reference_name": "persistence" if cfg.task.kind == "link" else "last value",
+            "reference_name": {"link": "persistence", "node": "last value"}[cfg.task.kind],
             "world_size": 1,
         }
         self._write_metrics(final)

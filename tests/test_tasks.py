@@ -79,3 +79,12 @@ def test_eval_cap_samples_a_fixed_subset():
     a = task._pairs(keys[2], 2, 0, 7, 1, cap=100)
     b = task._pairs(keys[2], 2, 0, 7, 1, cap=100)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_macro_f1_by_hand():
+    from dyngnn.tasks import macro_f1
+
+    truth = torch.tensor([0, 0, 1, 1, 2])
+    pred = torch.tensor([0, 1, 1, 1, 0])
+    # class 0: tp 1 fp 1 fn 1 -> 0.5; class 1: tp 2 fp 1 fn 0 -> 0.8; class 2: tp 0 fn 1 -> 0
+    assert macro_f1(pred, truth, 3) == pytest.approx((0.5 + 0.8 + 0.0) / 3)

@@ -231,3 +231,22 @@ def test_float64_with_stored_features_counts_their_bytes_once(tmp_path):
     graph_bytes = lines[1]["full_h2d_bytes"]
     assert lines[0]["full_h2d_bytes"] == graph_bytes + x.nbytes
     assert lines[0]["h2d_bytes"] - lines[1]["h2d_bytes"] >= x.nbytes
+
+
+def test_node_classification_on_class_targets(tmp_path, cli):
+    rng = np.random.default_rng(1)
+    keys = [np.unique(rng.integers(0, 36, 10)) for _ in range(12)]
+    y = rng.integers(0, 3, (12, 6))
+    DeltaStore.from_snapshots(Snapshots(6, np.arange(6), keys, y=y, y_per_snapshot=True), path=tmp_path / "s")
+    trainer = Trainer(
+        parse_cli(small(tmp_path / "s", tmp_path / "run", "--task.kind", "node", "--task.targets", "classes"))
+    )
+    final = trainer.fit()
+    assert set(final["test"]) == {"accuracy", "macro_f1"} and 0 <= final["test"]["accuracy"] <= 1
+    last = trainer.split.test
+    expected = float(np.mean([np.mean(y[t] == y[t + 1]) for t in last]))
+    assert final["reference"]["accuracy"] == pytest.approx(expected)
+    floats = Snapshots(6, np.arange(6), keys, y=y + 0.5, y_per_snapshot=True)
+    DeltaStore.from_snapshots(floats, path=tmp_path / "f")
+    r = cli("train", *small(tmp_path / "f", tmp_path / "run2", "--task.kind", "node", "--task.targets", "classes"))
+    assert r.code == 2 and "needs integer targets" in r.err and str(tmp_path / "f") in r.err
