@@ -19,6 +19,12 @@ from torch.nn import functional as F
 from dyngnn.errors import InputError
 from dyngnn.models.gcn_lstm import keyed_generator
 
+
+def local(x: np.ndarray) -> np.ndarray:
+    """The gather of a single process: what this process has is everything."""
+    return x
+
+
 EVAL_KEY = 2**31 - 1  # stands in for the epoch when drawing evaluation negatives
 _SCORE_CHUNK = 1 << 14  # positives scored at once in evaluation
 
@@ -145,8 +151,9 @@ class LinkTask:
         neg = torch.randint(0, self.num_nodes, (len(keys), k), generator=g, device=keys.device)
         return src, dst, neg
 
-    def _batch(self, split, targets, k: int, *key: int, cap: int = 0):
-        """Pairs of every transition in ``split``, as row indices into ``h_TNH`` flattened.
+    def _batch(self, split, targets, k: int, *key: int, cap: int = 0, t0: int = 0):
+        """Pairs of every transition in ``split``, as row indices into ``h`` flattened,
+        where ``h`` holds snapshots from ``t0`` on.
 
         One gather for the whole split keeps the backward pass to one scatter, instead
         of one full-size gradient per transition.
@@ -155,16 +162,30 @@ class LinkTask:
         n = self.num_nodes
         for t in split:
             src, dst, neg = self._pairs(targets[t + 1], k, *key, t, cap=cap)
-            rows_u.append(t * n + src)
-            rows_v.append(t * n + dst)
-            rows_n.append(t * n + neg)
+            rows_u.append((t - t0) * n + src)
+            rows_v.append((t - t0) * n + dst)
+            rows_n.append((t - t0) * n + neg)
+        if not rows_u:
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty, torch.zeros(0, k, dtype=torch.long)
         return torch.cat(rows_u), torch.cat(rows_v), torch.cat(rows_n)
 
     def loss(
-        self, h_TNH: torch.Tensor, decoder: torch.nn.Module, targets: dict[int, torch.Tensor], epoch: int
+        self,
+        h_TNH: torch.Tensor,
+        decoder: torch.nn.Module,
+        targets: dict[int, torch.Tensor],
+        epoch: int,
+        t0: int = 0,
     ) -> tuple[torch.Tensor, int]:
-        """Sum of BCE-with-logits over the train split's pairs, and the number of pairs."""
-        u, v, n = self._batch(self.split.train, targets, self.negatives, self.seed, epoch, cap=self.max_positives)
+        """Sum of BCE-with-logits over the train split's pairs, and the number of pairs.
+
+        ``h_TNH`` may hold a block of snapshots ``[t0, t0 + T_r)``: then only the train
+        transitions from those snapshots count, and ``targets`` must hold their t+1.
+        """
+        mine = tuple(t for t in self.split.train if t0 <= t < t0 + h_TNH.shape[0])
+        u, v, n = self._batch(mine, targets, self.negatives, self.seed, epoch, cap=self.max_positives, t0=t0)
+        u, v, n = u.to(h_TNH.device), v.to(h_TNH.device), n.to(h_TNH.device)
         h = h_TNH.reshape(-1, h_TNH.shape[2])
         hu = h[u]
         pos_logit = decoder(hu, h[v])
@@ -173,8 +194,10 @@ class LinkTask:
         total = total + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="sum")
         return total, pos_logit.numel() + neg_logit.numel()
 
-    def _scores(self, split, targets, score_fn) -> dict[str, float]:
-        pos_all, neg_all = [], []
+    def _scores(self, split, targets, score_fn, gather=local) -> dict[str, float]:
+        """Metrics over the transitions of ``split`` this process holds, pooled by ``gather``
+        (which concatenates every process's scores; metrics do not depend on their order)."""
+        pos_all, neg_all = [np.zeros(0)], [np.zeros((0, self.eval_negatives))]
         for t in split:
             src, dst, neg = self._pairs(
                 targets[t + 1], self.eval_negatives, self.seed, EVAL_KEY, t, cap=self.eval_max_positives
@@ -183,16 +206,20 @@ class LinkTask:
                 u, v, w = src[s : s + _SCORE_CHUNK], dst[s : s + _SCORE_CHUNK], neg[s : s + _SCORE_CHUNK]
                 pos_all.append(score_fn(t, u, v).cpu().double().numpy())
                 neg_all.append(score_fn(t, u.unsqueeze(1).expand_as(w), w).cpu().double().numpy())
-        pos, neg = np.concatenate(pos_all), np.concatenate(neg_all)
+        pos, neg = gather(np.concatenate(pos_all)), gather(np.concatenate(neg_all))
         return {"auc": auc(pos, neg), "ap": average_precision(pos, neg), "mrr": mrr(pos, neg)}
 
     @torch.no_grad()
-    def evaluate(self, h_TNH, decoder, targets, split: tuple[int, ...]) -> dict[str, float]:
-        return self._scores(split, targets, lambda t, u, v: decoder(h_TNH[t][u], h_TNH[t][v]))
+    def evaluate(self, h_TNH, decoder, targets, split: tuple[int, ...], t0: int = 0, gather=local) -> dict[str, float]:
+        """Metrics of the model on ``split``; ``h_TNH`` holds snapshots from ``t0`` on."""
+        mine = tuple(t for t in split if t0 <= t < t0 + h_TNH.shape[0])
+        return self._scores(mine, targets, lambda t, u, v: decoder(h_TNH[t - t0][u], h_TNH[t - t0][v]), gather)
 
     @torch.no_grad()
-    def reference(self, targets: dict[int, torch.Tensor], split: tuple[int, ...]) -> dict[str, float]:
-        """Persistence: a pair scores 1 if it is an edge of snapshot t, else 0."""
+    def reference(self, targets: dict[int, torch.Tensor], split: tuple[int, ...], gather=local) -> dict[str, float]:
+        """Persistence: a pair scores 1 if it is an edge of snapshot t, else 0.
+
+        Counts the transitions whose both snapshots are in ``targets``."""
 
         def persist(t, u, v):
             keys = targets[t]
@@ -201,7 +228,8 @@ class LinkTask:
             hit = (keys[at] == q) if len(keys) else torch.zeros_like(q, dtype=torch.bool)
             return hit.reshape(u.shape).double()
 
-        return self._scores(split, targets, persist)
+        mine = tuple(t for t in split if t in targets and t + 1 in targets)
+        return self._scores(mine, targets, persist, gather)
 
 
 # -- node regression -------------------------------------------------------------
@@ -234,26 +262,30 @@ class NodeTask:
         """``[N, O]``: the standardised current target, an input of snapshot t."""
         return self.z[t]
 
-    def loss(self, h_TNH, head, targets, epoch) -> tuple[torch.Tensor, int]:
+    def loss(self, h_TNH, head, targets, epoch, n0: int = 0) -> tuple[torch.Tensor, int]:
+        """Squared error summed over train transitions and the nodes ``h_TNH`` holds
+        (``[n0, n0 + N_r)``), and the number of terms."""
         t = torch.tensor(self.split.train, device=h_TNH.device)
-        pred = head(h_TNH[t])  # [|train|, N, O]
-        return ((pred - self.z[t + 1]) ** 2).sum(), pred.numel()
+        pred = head(h_TNH[t])  # [|train|, N_r, O]
+        target = self.z[t + 1][:, n0 : n0 + h_TNH.shape[1]]
+        return ((pred - target) ** 2).sum(), pred.numel()
 
-    def _metrics(self, pred_TNO: torch.Tensor, split) -> dict[str, float]:
-        truth = self.y[torch.tensor(split) + 1]
-        err = (pred_TNO - truth).double()
-        return {"mse": float((err**2).mean()), "mae": float(err.abs().mean())}
+    def _metrics(self, pred_TNO: torch.Tensor, split, n0: int, gather) -> dict[str, float]:
+        truth = self.y[torch.tensor(split) + 1][:, n0 : n0 + pred_TNO.shape[1]]
+        err = gather((pred_TNO - truth).double().cpu().numpy().reshape(-1))
+        return {"mse": float((err**2).mean()), "mae": float(np.abs(err).mean())}
 
     @torch.no_grad()
-    def evaluate(self, h_TNH, head, targets, split) -> dict[str, float]:
+    def evaluate(self, h_TNH, head, targets, split, n0: int = 0, gather=local) -> dict[str, float]:
+        """Metrics on ``split``; ``h_TNH`` holds the nodes from ``n0`` on."""
         t = torch.tensor(split, device=h_TNH.device)
         pred = head(h_TNH[t]) * self.std + self.mean
-        return self._metrics(pred, split)
+        return self._metrics(pred, split, n0, gather)
 
     @torch.no_grad()
-    def reference(self, targets, split) -> dict[str, float]:
+    def reference(self, targets, split, gather=local) -> dict[str, float]:
         """Same value as last step: predict ``y[t+1] = y[t]``."""
-        return self._metrics(self.y[torch.tensor(split)], split)
+        return self._metrics(self.y[torch.tensor(split)], split, 0, local)
 
 
 class NodeClassTask:
@@ -280,27 +312,31 @@ class NodeClassTask:
     def features(self, t: int) -> torch.Tensor:
         return self.onehot[t]
 
-    def loss(self, h_TNH, head, targets, epoch) -> tuple[torch.Tensor, int]:
+    def loss(self, h_TNH, head, targets, epoch, n0: int = 0) -> tuple[torch.Tensor, int]:
+        """Cross-entropy summed over train transitions and the nodes ``h_TNH`` holds."""
         t = torch.tensor(self.split.train, device=h_TNH.device)
-        logits = head(h_TNH[t])  # [|train|, N, C]
-        truth = self.y[t + 1]
+        logits = head(h_TNH[t])  # [|train|, N_r, C]
+        truth = self.y[t + 1][:, n0 : n0 + h_TNH.shape[1]]
         return F.cross_entropy(logits.reshape(-1, self.num_classes), truth.reshape(-1), reduction="sum"), truth.numel()
 
-    def _metrics(self, pred_TN: torch.Tensor, split) -> dict[str, float]:
+    def _metrics(self, pred_TN: torch.Tensor, split, n0: int, gather) -> dict[str, float]:
+        truth = self.y[torch.tensor(split) + 1][:, n0 : n0 + pred_TN.shape[1]]
+        pred = torch.from_numpy(gather(pred_TN.cpu().numpy().reshape(-1)))
+        truth = torch.from_numpy(gather(truth.cpu().numpy().reshape(-1)))
         return {
-            "accuracy": float((pred_TN == self.y[torch.tensor(split) + 1]).double().mean()),
-            "macro_f1": macro_f1(pred_TN.reshape(-1), self.y[torch.tensor(split) + 1].reshape(-1), self.num_classes),
+            "accuracy": float((pred == truth).double().mean()),
+            "macro_f1": macro_f1(pred, truth, self.num_classes),
         }
 
     @torch.no_grad()
-    def evaluate(self, h_TNH, head, targets, split) -> dict[str, float]:
+    def evaluate(self, h_TNH, head, targets, split, n0: int = 0, gather=local) -> dict[str, float]:
         t = torch.tensor(split, device=h_TNH.device)
-        return self._metrics(head(h_TNH[t]).argmax(-1), split)
+        return self._metrics(head(h_TNH[t]).argmax(-1), split, n0, gather)
 
     @torch.no_grad()
-    def reference(self, targets, split) -> dict[str, float]:
+    def reference(self, targets, split, gather=local) -> dict[str, float]:
         """Same class as last step."""
-        return self._metrics(self.y[torch.tensor(split)], split)
+        return self._metrics(self.y[torch.tensor(split)], split, 0, local)
 
 
 def macro_f1(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) -> float:
