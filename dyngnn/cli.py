@@ -177,9 +177,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
     from dyngnn.train import run
 
-    return run(args.settings)
+    try:
+        return run(args.settings)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,6 +41,8 @@ class DataConfig:
     """Forced keyframe interval of converted stores."""
     cache_dir: str = "runs/cache"
     """Where converted sources are kept, keyed by source and conversion options."""
+    balance: Literal["count", "edges"] = "count"
+    """Snapshot blocks per rank: equal numbers of snapshots, or about equal numbers of edges."""
 
 
 @dataclass

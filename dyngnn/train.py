@@ -24,6 +24,8 @@ def run(argv: list[str]) -> int:
 
     cfg = parse_cli(argv)
     trainer = Trainer(cfg)
+    if not trainer.is_main:  # other ranks report warnings and errors only
+        logging.getLogger("dyngnn").setLevel(logging.WARNING)
     log.info(
         "training %s prediction on %s: %d snapshots, %d nodes, device %s, transfer %s",
         cfg.task.kind,
@@ -34,6 +36,8 @@ def run(argv: list[str]) -> int:
         cfg.transfer.mode,
     )
     final = trainer.fit()
+    if not trainer.is_main:
+        return 0
     test = trainer.split.test
     log.info("test (transitions %d..%d -> next):  %s", test[0], test[-1], _fmt(final["test"]))
     log.info("%s reference:          %s", final["reference_name"], _fmt(final["reference"]))
@@ -42,12 +46,17 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch.distributed as dist
+
     logging.basicConfig(level=logging.INFO, format="[dyngnn] %(message)s", stream=sys.stderr)
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except InputError as e:
         sys.stderr.write(f"dyngnn: error: {e}\n")
         return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -20,9 +20,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from dyngnn.config import Config, DataConfig
 from dyngnn.data.store import DeltaStore
+from dyngnn.distributed import (
+    Layout,
+    NodesToSnapshots,
+    SnapshotsToNodes,
+    balanced_ranges,
+    block_ranges,
+    comm_stats,
+    init_distributed,
+)
 from dyngnn.errors import InputError
 from dyngnn.models.gcn_lstm import GCNLSTM, GraphInput, LinkDecoder, NodeHead, normalize, structural_features
 from dyngnn.tasks import LinkTask, NodeClassTask, NodeTask, Split
@@ -99,8 +111,31 @@ def _scalars(record: dict[str, Any]) -> list[tuple[str, float]]:
     return out
 
 
+class _Net(nn.Module):
+    """Encoder and head as one module, so that DDP keeps both in sync.
+
+    ``forward`` returns the states in the layout the task needs: ``[T_r, N, H]`` (my
+    snapshots, all nodes) for links, ``[T, N_r, H]`` (all snapshots, my nodes) for nodes.
+    """
+
+    def __init__(self, model: GCNLSTM, head: nn.Module, link: bool, layout: Layout, rank: int, group) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+        self.link, self.layout, self.rank, self.group = link, layout, rank, group
+
+    def forward(self, graphs: list[GraphInput], key: tuple[int, ...] = ()) -> torch.Tensor:
+        z = self.model.encode_snapshots(graphs, key)  # [T_r, N, F]
+        if self.layout.world_size > 1:
+            z = SnapshotsToNodes.apply(z, self.layout, self.rank, self.group)  # [T, N_r, F]
+        h = self.model.temporal(z)
+        if self.link and self.layout.world_size > 1:
+            h = NodesToSnapshots.apply(h, self.layout, self.rank, self.group)  # [T_r, N, H]
+        return h
+
+
 class Trainer:
-    """Trains one run described by a :class:`Config`.
+    """Trains one run described by a :class:`Config`, on one process or on every rank
+    of a torchrun/SLURM job (snapshot blocks per rank, all-to-all to node blocks, DDP).
 
     Raises:
         InputError: a missing store, a node task on a store without targets, a run
@@ -110,15 +145,26 @@ class Trainer:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.run.device)
+        info = init_distributed(cfg.run.device)
+        self.rank, self.world = info.rank, info.world_size
+        self.device = resolve_device(cfg.run.device) if self.world == 1 else info.device
+        if self.world > 1:
+            self._check_same_config()
         self.dtype = torch.float64 if cfg.training.dtype == "float64" else torch.float32
         self.run_dir = Path(cfg.run.dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         held = (self.ckpt_dir.exists() and any(self.ckpt_dir.iterdir())) or (self.run_dir / "metrics.jsonl").exists()
         if not cfg.run.resume and held:
             raise InputError(f"{self.run_dir}: already holds a run (use --resume, or another --run.dir)")
-        self.store = open_store(cfg.data)
+        self.store = self._open_store_once()
         n, t = self.store.num_nodes, self.store.num_snapshots
+        t_ranges = (
+            balanced_ranges(self.store.num_edges, self.world)
+            if cfg.data.balance == "edges"
+            else block_ranges(t, self.world)
+        )
+        self.layout = Layout(tuple(t_ranges), tuple(block_ranges(n, self.world, "nodes")))
+        (self.t0, self.t1), (self.n0, self.n1) = self.layout.t_ranges[self.rank], self.layout.n_ranges[self.rank]
         self.split = Split.by_time(t, cfg.task.val_fraction, cfg.task.test_fraction)
         self.task = self._make_task()
         self.x = self._node_features()
@@ -148,8 +194,53 @@ class Trainer:
         self.head.to(self.device, self.dtype)
         params = [*self.model.parameters(), *self.head.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
-        self.stream = SnapshotStream(self.store, self.device, cfg.transfer.mode)
+        self.stream = SnapshotStream(self.store, self.device, cfg.transfer.mode, self.t0, self.t1)
+        group = dist.new_group() if self.world > 1 else None  # the all-to-alls, apart from DDP's all-reduces
+        self.net = _Net(self.model, self.head, cfg.task.kind == "link", self.layout, self.rank, group)
+        self.ddp = DistributedDataParallel(self.net) if self.world > 1 else None
+        self.param_bytes = sum(p.numel() * p.element_size() for p in self.net.parameters())
         self.epoch = 0
+        if self.world > 1:
+            dist.barrier()  # every rank has checked the run directory before rank 0 writes to it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _check_same_config(self) -> None:
+        """Refuse to start when ranks were given different settings (compared by hash)."""
+        prints: list[str | None] = [None] * self.world
+        dist.all_gather_object(prints, self.cfg.fingerprint(exclude=()))
+        if len(set(prints)) > 1:
+            odd = [r for r, p in enumerate(prints) if p != prints[0]]
+            raise InputError(f"ranks {odd} were started with a different config than rank 0; start every rank alike")
+
+    def _open_store_once(self) -> DeltaStore:
+        """Rank 0 converts a source first; the others then open the cached store."""
+        if self.world == 1:
+            return open_store(self.cfg.data)
+        if self.is_main:
+            store = open_store(self.cfg.data)
+            dist.barrier()
+            return store
+        dist.barrier()
+        return open_store(self.cfg.data)
+
+    def _sum(self, value: float | int) -> float | int:
+        """``value`` summed over ranks."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return type(value)(t.item())
+
+    def _gather(self, x: np.ndarray) -> np.ndarray:
+        """Every rank's ``x`` concatenated in rank order."""
+        if self.world == 1:
+            return x
+        parts: list[np.ndarray | None] = [None] * self.world
+        dist.all_gather_object(parts, x)
+        return np.concatenate(parts)
 
     def _node_features(self) -> torch.Tensor | None:
         """Stored node features, moved to the device once: ``[N, F]`` or ``[T, N, F]``.
@@ -214,6 +305,8 @@ class Trainer:
             targets[snap.t] = snap.keys
             if bar is not None:
                 bar.update(1)
+        if self.cfg.task.kind == "link" and self.t1 < self.store.num_snapshots:
+            targets[self.t1] = self.stream.whole(self.t1)  # the next block's first snapshot
         return graphs, targets
 
     def train_epoch(self, bar: Any = None) -> dict[str, Any]:
@@ -221,42 +314,60 @@ class Trainer:
         self.stream.reset_counters()
         graphs, targets = self._prepare(bar)
         first = self._feature_bytes if self.epoch == 0 else 0
-        self.model.train()
-        self.head.train()
+        comm_stats.reset()
+        self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        h = self.model(graphs, key=(self.cfg.training.seed, self.epoch))
-        total, count = self.task.loss(h, self.head, targets, self.epoch)
-        loss = total / count
-        if not torch.isfinite(loss):
+        h = (self.ddp or self.net)(graphs, (self.cfg.training.seed, self.epoch))
+        total, count = self._task_loss(h, targets)
+        # every rank divides by the global count; DDP averages over ranks, so multiplying by
+        # the world size makes the gradients those of single-process training
+        global_count = self._sum(count)
+        loss = self._sum(float(total.detach())) / global_count
+        if not np.isfinite(loss):
             last = self.latest_checkpoint()
             kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
             raise InputError(
-                f"epoch {self.epoch + 1}: training loss is {loss.item()} (not finite); stopped, {kept}. "
+                f"epoch {self.epoch + 1}: training loss is {loss} (not finite); stopped, {kept}. "
                 "Try a smaller --training.lr"
             )
-        loss.backward()
+        (total * (self.world / global_count)).backward()
         self.optimizer.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_seconds = time.perf_counter() - start
-        self.model.eval()
-        self.head.eval()
-        with torch.no_grad():
-            h = self.model(graphs)
-        self._last = (h, targets)
+        comm = comm_stats.sent_bytes
+        self._last = (self._states(graphs), targets)
         return {
             "epoch": self.epoch + 1,
-            "train_loss": float(loss.item()),
-            "val": self.task.evaluate(h, self.head, targets, self.split.val),
+            "train_loss": float(loss),
+            "val": self._evaluate(self.split.val),
             "epoch_seconds": time.perf_counter() - start,
             "train_seconds": train_seconds,
-            "h2d_bytes": self.stream.h2d_bytes + first,
-            "full_h2d_bytes": self.stream.full_h2d_bytes + first,
-            "comm_bytes": 0,
-            "grad_sync_bytes": 0,
-            "peak_memory_bytes": peak_memory_bytes(self.device),
-            "world_size": 1,
+            "h2d_bytes": self._sum(self.stream.h2d_bytes + first),
+            "full_h2d_bytes": self._sum(self.stream.full_h2d_bytes + first),
+            "comm_bytes": self._sum(comm),
+            # a ring all-reduce of the gradients: 2 (P - 1) / P of them sent by each rank
+            "grad_sync_bytes": 2 * (self.world - 1) * self.param_bytes,
+            "peak_memory_bytes": self._sum(peak_memory_bytes(self.device)),
+            "world_size": self.world,
         }
+
+    def _task_loss(self, h: torch.Tensor, targets: dict[int, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        if self.cfg.task.kind == "link":
+            return self.task.loss(h, self.head, targets, self.epoch, t0=self.t0)
+        return self.task.loss(h, self.head, targets, self.epoch, n0=self.n0)
+
+    def _states(self, graphs: list[GraphInput]) -> torch.Tensor:
+        """The model's states in evaluation mode (no dropout, no gradients)."""
+        self.net.eval()
+        with torch.no_grad():
+            return self.net(graphs)
+
+    def _evaluate(self, split: tuple[int, ...]) -> dict[str, float]:
+        h, targets = self._last
+        if self.cfg.task.kind == "link":
+            return self.task.evaluate(h, self.head, targets, split, t0=self.t0, gather=self._gather)
+        return self.task.evaluate(h, self.head, targets, split, n0=self.n0, gather=self._gather)
 
     # -- checkpoints ----------------------------------------------------------
 
@@ -272,8 +383,11 @@ class Trainer:
         return d
 
     def save_checkpoint(self) -> Path:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         path = self.ckpt_dir / f"epoch-{self.epoch:05d}.pt"
+        if not self.is_main:  # the weights are replicated: rank 0 writes them
+            dist.barrier()
+            return path
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "epoch": self.epoch,
             "model": self.model.state_dict(),
@@ -292,6 +406,8 @@ class Trainer:
         os.replace(tmp, path)
         for old in sorted(self.ckpt_dir.glob("epoch-*.pt"))[: -self.cfg.run.keep_checkpoints]:
             old.unlink()
+        if self.world > 1:
+            dist.barrier()
         return path
 
     def load_checkpoint(self, path: Path) -> None:
@@ -322,6 +438,8 @@ class Trainer:
     # -- the run --------------------------------------------------------------
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is not None:
@@ -331,7 +449,7 @@ class Trainer:
 
     def _open_tensorboard(self) -> None:
         self._tb = None
-        if not self.cfg.run.tensorboard:
+        if not self.cfg.run.tensorboard or not self.is_main:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -341,8 +459,9 @@ class Trainer:
 
     def _start_run_dir(self) -> None:
         """Resolved config, and on resume the checkpoint state with metrics cut to match."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1) + "\n")
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1) + "\n")
         if self.cfg.run.resume:
             last = self.latest_checkpoint()
             if last is None:
@@ -350,7 +469,7 @@ class Trainer:
             self.load_checkpoint(last)
             log.info("resuming from %s (epoch %d)", last, self.epoch)
             metrics = self.run_dir / "metrics.jsonl"
-            if metrics.exists():
+            if metrics.exists() and self.is_main:
                 keep = [
                     line
                     for line in metrics.read_text().splitlines()
@@ -369,7 +488,7 @@ class Trainer:
         self._start_run_dir()
         self._open_tensorboard()
         cfg = self.cfg
-        show = None if cfg.run.progress else True
+        show = None if cfg.run.progress and self.is_main else True
         epochs = tqdm(total=cfg.training.epochs, initial=self.epoch, desc="[dyngnn] epochs", disable=show)
         snaps = tqdm(total=len(self.stream), desc="[dyngnn] snapshots", leave=False, disable=show)
         record: dict[str, Any] = {}
@@ -386,15 +505,15 @@ class Trainer:
         epochs.close()
         if not record:  # resumed a finished run: evaluate its weights
             record = self.train_epoch_free_eval()
-        h, targets = self._last
+        _, targets = self._last
         final = {
             "final": True,
             "epoch": self.epoch,
-            "test": self.task.evaluate(h, self.head, targets, self.split.test),
-            "reference": self.task.reference(targets, self.split.test),
-            "val": self.task.evaluate(h, self.head, targets, self.split.val),
+            "test": self._evaluate(self.split.test),
+            "reference": self.task.reference(targets, self.split.test, gather=self._gather),
+            "val": self._evaluate(self.split.val),
             "reference_name": {"link": "persistence", "node": "last value"}[cfg.task.kind],
-            "world_size": 1,
+            "world_size": self.world,
         }
         self._write_metrics(final)
         if self._tb is not None:
@@ -405,8 +524,5 @@ class Trainer:
         """Evaluate the current weights without a training step (a run already at its end)."""
         self.stream.reset_counters()
         graphs, targets = self._prepare()
-        self.model.eval()
-        self.head.eval()
-        with torch.no_grad():
-            self._last = (self.model(graphs), targets)
+        self._last = (self._states(graphs), targets)
         return {"epoch": self.epoch}

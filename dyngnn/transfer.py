@@ -182,6 +182,14 @@ class SnapshotStream:
         out.record_stream(torch.cuda.current_stream(self.device))
         return out
 
+    def whole(self, t: int) -> torch.Tensor:
+        """Snapshot ``t`` (outside the block, e.g. the next block's first snapshot as a
+        link target) sent whole: its keys on the device. Counts in both byte totals."""
+        before = self.h2d_bytes
+        keys = self._whole(t).added
+        self.full_h2d_bytes += self.h2d_bytes - before
+        return keys
+
     def _keys(self, pairs: np.ndarray) -> torch.Tensor:
         dev = self._copy(pairs)
         return dev[:, 0].long() * self.store.num_nodes + dev[:, 1].long()

@@ -1,0 +1,157 @@
+"""Multi-rank training gives the numbers of single-process training (gloo, CPU processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dyngnn.config import parse_cli
+from dyngnn.data.snapshots import Snapshots
+from dyngnn.data.store import DeltaStore
+from dyngnn.trainer import Trainer
+
+T, N = 13, 23  # divisible by none of the world sizes
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    rng = np.random.default_rng(5)
+    keys, weights = [], []
+    cur = np.unique(rng.integers(0, N * N, 60))
+    for _ in range(T):
+        cur = np.union1d(cur[rng.random(len(cur)) > 0.2], rng.integers(0, N * N, 12))
+        keys.append(cur)
+        weights.append(rng.random(len(cur)).astype(np.float32) + 0.5)
+    y = np.cumsum(rng.random((T, N)), axis=0)
+    path = tmp_path_factory.mktemp("store") / "s"
+    DeltaStore.from_snapshots(
+        Snapshots(N, np.arange(N), keys, weights, y=y, y_per_snapshot=True), path=path, keyframe_every=4
+    )
+    return path
+
+
+def settings(store, run_dir, kind):
+    return [
+        "--data.store",
+        str(store),
+        "--run.dir",
+        str(run_dir),
+        "--run.no-progress",
+        "--task.kind",
+        kind,
+        "--model.hidden",
+        "6",
+        "--model.dropout",
+        "0.2",
+        "--training.epochs",
+        "3",
+        "--training.dtype",
+        "float64",
+        "--transfer.mode",
+        "delta",
+        "--task.negatives",
+        "2",
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(world: int, args: list[str], extra: dict[int, list[str]] | None = None) -> list[subprocess.CompletedProcess]:
+    """Start ``world`` ranks of ``python -m dyngnn.train`` (``extra``: more settings per rank)."""
+    port = str(_free_port())
+    procs = []
+    for rank in range(world):
+        env = os.environ | {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
+        }
+        more = (extra or {}).get(rank, [])
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "dyngnn.train", *args, *more],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in procs]
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_weights(run_dir):
+    ckpt = sorted((Path(run_dir) / "checkpoints").glob("epoch-*.pt"))[-1]
+    state = torch.load(ckpt, weights_only=False)
+    return {
+        **{f"model.{k}": v for k, v in state["model"].items()},
+        **{f"head.{k}": v for k, v in state["head"].items()},
+    }
+
+
+@pytest.fixture(scope="module")
+def single(store, tmp_path_factory):
+    runs = {}
+    for kind in ("link", "node"):
+        run_dir = tmp_path_factory.mktemp(f"single-{kind}")
+        Trainer(parse_cli(settings(store, run_dir, kind))).fit()
+        runs[kind] = run_dir
+    return runs
+
+
+@pytest.mark.parametrize("kind", ["link", "node"])
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_ranks_reproduce_single_process_training(store, single, tmp_path, kind, world):
+    procs = launch(world, settings(store, tmp_path / "run", kind))
+    for p in procs:
+        assert p.returncode == 0, p.stderr[-3000:]
+    ours, ref = metrics(tmp_path / "run"), metrics(single[kind])
+    assert [m["world_size"] for m in ours] == [world] * 4
+    np.testing.assert_allclose([m["train_loss"] for m in ours[:-1]], [m["train_loss"] for m in ref[:-1]], rtol=1e-9)
+    for split in ("val", "test"):
+        for key, value in ref[-1][split].items():
+            np.testing.assert_allclose(ours[-1][split][key], value, rtol=1e-9, err_msg=f"{split}.{key}")
+    for key, value in ref[-1]["reference"].items():
+        np.testing.assert_allclose(ours[-1]["reference"][key], value, rtol=1e-12)
+    mine, theirs = final_weights(tmp_path / "run"), final_weights(single[kind])
+    assert mine.keys() == theirs.keys()
+    for name in theirs:
+        np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    if world > 1:
+        assert all(m["comm_bytes"] > 0 and m["grad_sync_bytes"] > 0 for m in ours[:-1])
+
+
+def test_more_ranks_than_snapshots_is_refused_before_any_work(tmp_path):
+    short = Snapshots(5, np.arange(5), [np.array([1, 2]), np.array([2, 3])])
+    DeltaStore.from_snapshots(short, path=tmp_path / "s")
+    procs = launch(3, settings(tmp_path / "s", tmp_path / "run", "link"))
+    for p in procs:
+        assert p.returncode == 2, p.stderr[-2000:]
+        assert "2 snapshots cannot be split over 3 ranks" in p.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_ranks_with_different_configs_are_refused(store, tmp_path):
+    procs = launch(2, settings(store, tmp_path / "run", "link"), extra={1: ["--model.hidden", "7"]})
+    for p in procs:
+        assert p.returncode == 2, p.stderr[-2000:]
+        assert "ranks [1] were started with a different config than rank 0" in p.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
