@@ -16,6 +16,7 @@ import torch
 from dyngnn.config import parse_cli
 from dyngnn.data.snapshots import Snapshots
 from dyngnn.data.store import DeltaStore
+from dyngnn.distributed import all_to_all_bytes, block_ranges
 from dyngnn.trainer import Trainer
 
 T, N = 13, 23  # divisible by none of the world sizes
@@ -135,8 +136,12 @@ def test_ranks_reproduce_single_process_training(store, single, tmp_path, kind, 
     assert mine.keys() == theirs.keys()
     for name in theirs:
         np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
-    if world > 1:
-        assert all(m["comm_bytes"] > 0 and m["grad_sync_bytes"] > 0 for m in ours[:-1])
+    # measured all-to-all bytes equal the formula: Z forward and backward (hidden 6, float64),
+    # and for links the states' trip back to snapshot blocks, forward and backward again
+    one_way = all_to_all_bytes(block_ranges(T, world), block_ranges(N, world, "nodes"), 6, 8)
+    trips = 4 if kind == "link" else 2
+    assert [m["comm_bytes"] for m in ours[:-1]] == [trips * one_way] * 3
+    assert (one_way > 0) == (world > 1)
 
 
 def test_more_ranks_than_snapshots_is_refused_before_any_work(tmp_path):
@@ -155,3 +160,18 @@ def test_ranks_with_different_configs_are_refused(store, tmp_path):
         assert p.returncode == 2, p.stderr[-2000:]
         assert "ranks [1] were started with a different config than rank 0" in p.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_resume_on_another_number_of_ranks(store, single, tmp_path):
+    run = tmp_path / "run"
+    first = settings(store, run, "link")
+    first[first.index("--training.epochs") + 1] = "2"
+    assert all(p.returncode == 0 for p in launch(2, first))
+    for p in launch(3, [*settings(store, run, "link"), "--resume"]):
+        assert p.returncode == 0, p.stderr[-3000:]
+    ours, ref = metrics(run), metrics(single["link"])
+    assert [m["world_size"] for m in ours] == [2, 2, 3, 3]
+    np.testing.assert_allclose([m["train_loss"] for m in ours[:-1]], [m["train_loss"] for m in ref[:-1]], rtol=1e-9)
+    mine, theirs = final_weights(run), final_weights(single["link"])
+    for name in theirs:
+        np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
