@@ -15,6 +15,7 @@ import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -237,5 +238,30 @@ def init_distributed(device: str = "auto") -> DistInfo:
     os.environ.setdefault("MASTER_ADDR", _slurm_master() if "SLURM_PROCID" in os.environ else "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     if not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world, device_id=dev if backend == "nccl" else None)
+        dist.init_process_group(
+            backend,
+            store=_store(rank, world),
+            rank=rank,
+            world_size=world,
+            device_id=dev if backend == "nccl" else None,
+        )
     return DistInfo(rank, world, local, dev, backend)
+
+
+def _store(rank: int, world: int) -> dist.Store:
+    """The rendezvous store, with a key prefix per restart attempt.
+
+    Under torchrun the agent hosts the store and keeps it across restarts; without a
+    prefix a restarted rank could read the addresses its dead predecessors published.
+    """
+    env = os.environ
+    agent = env.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(
+        env["MASTER_ADDR"],
+        int(env["MASTER_PORT"]),
+        world,
+        is_master=rank == 0 and not agent,
+        timeout=timedelta(minutes=10),
+    )
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT") or env.get("SLURM_RESTART_COUNT") or "0"
+    return dist.PrefixStore(f"dyngnn/attempt-{attempt}", store)

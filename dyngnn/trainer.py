@@ -154,7 +154,14 @@ class Trainer:
         self.run_dir = Path(cfg.run.dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         held = (self.ckpt_dir.exists() and any(self.ckpt_dir.iterdir())) or (self.run_dir / "metrics.jsonl").exists()
-        if not cfg.run.resume and held:
+        # a job restarted by its launcher (torchrun --max-restarts, a requeued SLURM job)
+        # continues from its own last checkpoint
+        restarted = any(
+            int(os.environ.get(v, "0") or 0) > 0 for v in ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT")
+        )
+        self.restarted = restarted
+        self.resume = cfg.run.resume or (restarted and self.latest_checkpoint() is not None)
+        if not self.resume and held and not restarted:
             raise InputError(f"{self.run_dir}: already holds a run (use --resume, or another --run.dir)")
         self.store = self._open_store_once()
         n, t = self.store.num_nodes, self.store.num_snapshots
@@ -462,7 +469,9 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1) + "\n")
-        if self.cfg.run.resume:
+            if self.restarted and not self.resume:  # killed before its first checkpoint: start over
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if self.resume:
             last = self.latest_checkpoint()
             if last is None:
                 raise InputError(f"{self.run_dir}: --resume, but there is no checkpoint to resume from")

@@ -175,3 +175,62 @@ def test_resume_on_another_number_of_ranks(store, single, tmp_path):
     mine, theirs = final_weights(run), final_weights(single["link"])
     for name in theirs:
         np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(tmp_path):
+    """torchrun --max-restarts=1; SIGKILL one rank after two epochs; same final weights."""
+    import signal
+    import time
+
+    rng = np.random.default_rng(7)
+    n, t = 2000, 60  # large enough that ten epochs outlast the kill
+    keys = [np.unique(rng.integers(0, n * n, 6000)) for _ in range(t)]
+    DeltaStore.from_snapshots(Snapshots(n, np.arange(n), keys), path=tmp_path / "s")
+    args = settings(tmp_path / "s", tmp_path / "run", "link")
+    args[args.index("--training.epochs") + 1] = "10"
+    args[args.index("--model.hidden") + 1] = "16"
+    Trainer(parse_cli([*args[:3], str(tmp_path / "single"), *args[4:]])).fit()
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen(
+        [
+            torchrun,
+            "--nproc-per-node",
+            "2",
+            "--max-restarts",
+            "1",
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            f"127.0.0.1:{_free_port()}",
+            "-m",
+            "dyngnn.train",
+            *args,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    metrics_file = tmp_path / "run" / "metrics.jsonl"
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and time.monotonic() < deadline and job.poll() is None:
+        done = len(metrics_file.read_text().splitlines()) if metrics_file.exists() else 0
+        if done >= 2:
+            ps = subprocess.run(["pgrep", "-f", "-P", str(job.pid), "dyngnn.train"], capture_output=True, text=True)
+            workers = [int(p) for p in ps.stdout.split()]
+            if workers:
+                killed = max(workers)
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.02)
+    _, err = job.communicate(timeout=300)
+    assert killed is not None, "the run ended before a rank could be killed"
+    assert job.returncode == 0, err[-3000:]
+    lines = metrics(tmp_path / "run")
+    assert [m.get("epoch") for m in lines] == [*range(1, 11), 10]
+    mine, theirs = final_weights(tmp_path / "run"), final_weights(tmp_path / "single")
+    for name in theirs:
+        np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
