@@ -1,0 +1,159 @@
+"""Communication volume and memory per rank against the number of ranks (gloo, CPU).
+
+Trains link prediction for ``--epochs`` epochs on one fixed synthetic store with P ranks
+of ``python -m dyngnn.train`` (torchrun's variables, gloo), for each P in ``--ranks``,
+and reports per epoch:
+
+- ``comm_bytes`` measured in the all-to-alls (all ranks, forward and backward) against the
+  formula ``4 * itemsize * F * (T*N - sum_r T_r*N_r)`` (Z out and the states back, F_h = F)
+  and against the bound ``N*T*(2F + 2F_h)*4`` that holds for any P;
+- ``grad_sync_bytes`` (ring all-reduce of the gradients);
+- peak resident memory per rank (``metrics.jsonl`` sums it over ranks), beside the peak of
+  a process that only imports dyngnn and starts a one-rank process group: the fixed
+  per-process overhead;
+- training seconds per epoch.
+
+Run: ``.venv/bin/python benchmarks/comm_volume.py`` (a few minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+OVERHEAD = """
+import resource, torch, torch.distributed as dist, dyngnn.trainer
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(world: int, args: list[str]) -> None:
+    port = str(free_port())
+    procs = []
+    for rank in range(world):
+        env = os.environ | {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "dyngnn.train", *args],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"P={world} failed:\n{err[-3000:]}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", type=int, default=20_000)
+    p.add_argument("--edges", type=int, default=100_000)
+    p.add_argument("--snapshots", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--ranks", default="1,2,4,8")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "comm_volume.json"))
+    args = p.parse_args()
+
+    from dyngnn.data.synthetic import synthesize
+    from dyngnn.distributed import all_to_all_bytes, block_ranges
+
+    n, t, f = args.nodes, args.snapshots, args.hidden
+    overhead = int(
+        subprocess.run(
+            [sys.executable, "-c", OVERHEAD.format(port=free_port())],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[-1]
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "store"
+        synthesize(store, num_nodes=n, num_edges=args.edges, num_snapshots=t, churn=0.01, seed=0)
+        bound = n * t * (2 * f + 2 * f) * 4
+        print(
+            f"N={n:,} E={args.edges:,} T={t} F=F_h={f} float32; bound N*T*(2F+2F_h)*4 = {bound:,} B; "
+            f"per-process overhead {overhead / 2**20:,.0f} MiB"
+        )
+        print(
+            f"{'P':>3} {'comm_bytes':>14} {'formula':>14} {'ok':>3} {'<= bound':>8} {'grad_sync':>11} "
+            f"{'peak/rank MiB':>14} {'1.2*P1/P+ovh':>13} {'train s':>8}"
+        )
+        for world in [int(x) for x in args.ranks.split(",")]:
+            run_dir = Path(tmp) / f"run-{world}"
+            run(
+                world,
+                [
+                    "--data.store",
+                    str(store),
+                    "--run.dir",
+                    str(run_dir),
+                    "--run.no-progress",
+                    "--model.hidden",
+                    str(f),
+                    "--training.epochs",
+                    str(args.epochs),
+                    "--task.max_positives",
+                    "20000",
+                    "--task.eval_max_positives",
+                    "2000",
+                ],
+            )
+            lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            last = lines[-2]
+            formula = 4 * all_to_all_bytes(block_ranges(t, world), block_ranges(n, world, "nodes"), f, 4)
+            per_rank = last["peak_memory_bytes"] / world
+            row = {
+                "P": world,
+                "comm_bytes": last["comm_bytes"],
+                "formula": formula,
+                "bound": bound,
+                "grad_sync_bytes": last["grad_sync_bytes"],
+                "peak_per_rank": per_rank,
+                "train_seconds": last["train_seconds"],
+                "overhead": overhead,
+            }
+            rows.append(row)
+            single = rows[0]["peak_per_rank"] if rows[0]["P"] == 1 else None
+            target = "" if single is None else f"{(1.2 * (single - overhead) / world + overhead) / 2**20:13,.0f}"
+            print(
+                f"{world:>3} {row['comm_bytes']:>14,} {formula:>14,} {'yes' if row['comm_bytes'] == formula else 'NO':>3} "
+                f"{'yes' if row['comm_bytes'] <= bound else 'NO':>8} {row['grad_sync_bytes']:>11,} "
+                f"{per_rank / 2**20:>14,.0f} {target:>13} {row['train_seconds']:>8.2f}",
+                flush=True,
+            )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
