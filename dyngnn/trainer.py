@@ -223,15 +223,23 @@ class Trainer:
             raise InputError(f"ranks {odd} were started with a different config than rank 0; start every rank alike")
 
     def _open_store_once(self) -> DeltaStore:
-        """Rank 0 converts a source first; the others then open the cached store."""
+        """Rank 0 opens (or converts) the store first; the others then open it too.
+
+        Rank 0's outcome is broadcast, so a bad store stops every rank with the same
+        message instead of leaving the others waiting.
+        """
         if self.world == 1:
             return open_store(self.cfg.data)
+        store, outcome = None, [None]
         if self.is_main:
-            store = open_store(self.cfg.data)
-            dist.barrier()
-            return store
-        dist.barrier()
-        return open_store(self.cfg.data)
+            try:
+                store = open_store(self.cfg.data)
+            except InputError as e:
+                outcome = [str(e)]
+        dist.broadcast_object_list(outcome, src=0)
+        if outcome[0] is not None:
+            raise InputError(outcome[0])
+        return store if self.is_main else open_store(self.cfg.data)
 
     def _sum(self, value: float | int) -> float | int:
         """``value`` summed over ranks."""

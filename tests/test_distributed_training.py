@@ -234,3 +234,10 @@ def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(tmp_path):
     mine, theirs = final_weights(tmp_path / "run"), final_weights(tmp_path / "single")
     for name in theirs:
         np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_a_bad_store_stops_every_rank(tmp_path):
+    procs = launch(2, settings(tmp_path / "missing", tmp_path / "run", "link"))
+    for p in procs:
+        assert p.returncode == 2, p.stderr[-2000:]
+        assert f"{tmp_path / 'missing'}: no such store directory" in p.stderr
