@@ -1,7 +1,7 @@
 """Communication volume and memory per rank against the number of ranks (gloo, CPU).
 
 Trains link prediction for ``--epochs`` epochs on one fixed synthetic store with P ranks
-of ``python -m dyngnn.train`` (torchrun's variables, gloo), for each P in ``--ranks``,
+(``torchrun --standalone --nproc-per-node P -m dyngnn.train``, gloo), for each P in ``--ranks``,
 and reports per epoch:
 
 - ``comm_bytes`` measured in the all-to-alls (all ranks, forward and backward) against the
@@ -44,31 +44,12 @@ def free_port() -> int:
 
 
 def run(world: int, args: list[str]) -> None:
-    port = str(free_port())
-    procs = []
-    for rank in range(world):
-        env = os.environ | {
-            "RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "dyngnn.train", *args],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    for p in procs:
-        _, err = p.communicate()
-        if p.returncode:
-            raise SystemExit(f"P={world} failed:\n{err[-3000:]}")
+    """Train on ``world`` local ranks, started the way users start them: torchrun."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [torchrun, "--standalone", "--nproc-per-node", str(world), "-m", "dyngnn.train", *args]
+    done = subprocess.run(cmd, cwd=ROOT, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"P={world} failed:\n{done.stderr[-3000:]}")
 
 
 def main() -> None:

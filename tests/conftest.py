@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,47 @@ def leftovers():
         return [p for p in directory.iterdir() if p.name.startswith(f".{name}.")]
 
     return find
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port():
+    """``free_port()``: a TCP port on localhost that nothing listens on right now."""
+    return _free_port
+
+
+@pytest.fixture
+def ranks():
+    """``ranks(world, argv, extra=None)``: run ``python argv...`` as ``world`` local ranks.
+
+    Each process gets torchrun's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``/``MASTER_PORT`` on a free port) and ``OMP_NUM_THREADS=1``;
+    ``extra[rank]`` appends arguments for one rank. Returns the finished processes.
+    """
+
+    def run(world: int, argv: list[str], extra: dict[int, list[str]] | None = None):
+        port = str(_free_port())
+        procs = []
+        for rank in range(world):
+            env = os.environ | {
+                "RANK": str(rank),
+                "WORLD_SIZE": str(world),
+                "LOCAL_RANK": str(rank),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+                "OMP_NUM_THREADS": "1",
+            }
+            cmd = [sys.executable, *argv, *(extra or {}).get(rank, [])]
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        done = []
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+        return done
+
+    return run

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,46 +43,12 @@ def test_volume_formula_by_hand():
     assert all_to_all_bytes([(0, 7)], [(0, 9)], 5, 4) == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_ranks(script: str, world: int, *args: str) -> list[dict]:
-    """Start ``world`` processes with torchrun's variables; return their JSON lines."""
-    port = str(_free_port())
-    procs = []
-    for rank in range(world):
-        env = os.environ | {
-            "RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKERS / script), *args],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    out = []
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=120)
-        assert p.returncode == 0, stderr[-2000:]
-        out.append(json.loads(stdout.strip().splitlines()[-1]))
-    return out
-
-
 @pytest.mark.parametrize("world", [1, 2, 3])
-def test_all_to_all_forward_backward_and_bytes(world):
+def test_all_to_all_forward_backward_and_bytes(ranks, world):
     t, n, f = 7, 11, 3  # divisible by none of the world sizes above 1
-    results = run_ranks("all_to_all.py", world, str(t), str(n), str(f))
+    procs = ranks(world, [str(WORKERS / "all_to_all.py"), str(t), str(n), str(f)])
+    assert all(p.returncode == 0 for p in procs), [p.stderr[-2000:] for p in procs]
+    results = [json.loads(p.stdout.strip().splitlines()[-1]) for p in procs]
     assert sorted(r["rank"] for r in results) == list(range(world))
     for r in results:
         assert r["forward"] and r["backward"] and r["inverse"] and r["inverse_grad"], r

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -63,38 +62,6 @@ def settings(store, run_dir, kind):
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(world: int, args: list[str], extra: dict[int, list[str]] | None = None) -> list[subprocess.CompletedProcess]:
-    """Start ``world`` ranks of ``python -m dyngnn.train`` (``extra``: more settings per rank)."""
-    port = str(_free_port())
-    procs = []
-    for rank in range(world):
-        env = os.environ | {
-            "RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "OMP_NUM_THREADS": "1",
-        }
-        more = (extra or {}).get(rank, [])
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "dyngnn.train", *args, *more],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in procs]
-
-
 def metrics(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
@@ -120,8 +87,8 @@ def single(store, tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["link", "node"])
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
-def test_ranks_reproduce_single_process_training(store, single, tmp_path, kind, world):
-    procs = launch(world, settings(store, tmp_path / "run", kind))
+def test_ranks_reproduce_single_process_training(ranks, store, single, tmp_path, kind, world):
+    procs = ranks(world, ["-m", "dyngnn.train", *settings(store, tmp_path / "run", kind)])
     for p in procs:
         assert p.returncode == 0, p.stderr[-3000:]
     ours, ref = metrics(tmp_path / "run"), metrics(single[kind])
@@ -144,30 +111,32 @@ def test_ranks_reproduce_single_process_training(store, single, tmp_path, kind, 
     assert (one_way > 0) == (world > 1)
 
 
-def test_more_ranks_than_snapshots_is_refused_before_any_work(tmp_path):
+def test_more_ranks_than_snapshots_is_refused_before_any_work(ranks, tmp_path):
     short = Snapshots(5, np.arange(5), [np.array([1, 2]), np.array([2, 3])])
     DeltaStore.from_snapshots(short, path=tmp_path / "s")
-    procs = launch(3, settings(tmp_path / "s", tmp_path / "run", "link"))
+    procs = ranks(3, ["-m", "dyngnn.train", *settings(tmp_path / "s", tmp_path / "run", "link")])
     for p in procs:
         assert p.returncode == 2, p.stderr[-2000:]
         assert "2 snapshots cannot be split over 3 ranks" in p.stderr
     assert not (tmp_path / "run").exists()
 
 
-def test_ranks_with_different_configs_are_refused(store, tmp_path):
-    procs = launch(2, settings(store, tmp_path / "run", "link"), extra={1: ["--model.hidden", "7"]})
+def test_ranks_with_different_configs_are_refused(ranks, store, tmp_path):
+    procs = ranks(
+        2, ["-m", "dyngnn.train", *settings(store, tmp_path / "run", "link")], extra={1: ["--model.hidden", "7"]}
+    )
     for p in procs:
         assert p.returncode == 2, p.stderr[-2000:]
         assert "ranks [1] were started with a different config than rank 0" in p.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_resume_on_another_number_of_ranks(store, single, tmp_path):
+def test_resume_on_another_number_of_ranks(ranks, store, single, tmp_path):
     run = tmp_path / "run"
     first = settings(store, run, "link")
     first[first.index("--training.epochs") + 1] = "2"
-    assert all(p.returncode == 0 for p in launch(2, first))
-    for p in launch(3, [*settings(store, run, "link"), "--resume"]):
+    assert all(p.returncode == 0 for p in ranks(2, ["-m", "dyngnn.train", *first]))
+    for p in ranks(3, ["-m", "dyngnn.train", *settings(store, run, "link"), "--resume"]):
         assert p.returncode == 0, p.stderr[-3000:]
     ours, ref = metrics(run), metrics(single["link"])
     assert [m["world_size"] for m in ours] == [2, 2, 3, 3]
@@ -177,7 +146,7 @@ def test_resume_on_another_number_of_ranks(store, single, tmp_path):
         np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(tmp_path):
+def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(free_port, tmp_path):
     """torchrun --max-restarts=1; SIGKILL one rank after two epochs; same final weights."""
     import signal
     import time
@@ -203,7 +172,7 @@ def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(tmp_path):
             "--rdzv-backend",
             "c10d",
             "--rdzv-endpoint",
-            f"127.0.0.1:{_free_port()}",
+            f"127.0.0.1:{free_port()}",
             "-m",
             "dyngnn.train",
             *args,
@@ -236,8 +205,8 @@ def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(tmp_path):
         np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-def test_a_bad_store_stops_every_rank(tmp_path):
-    procs = launch(2, settings(tmp_path / "missing", tmp_path / "run", "link"))
+def test_a_bad_store_stops_every_rank(ranks, tmp_path):
+    procs = ranks(2, ["-m", "dyngnn.train", *settings(tmp_path / "missing", tmp_path / "run", "link")])
     for p in procs:
         assert p.returncode == 2, p.stderr[-2000:]
         assert f"{tmp_path / 'missing'}: no such store directory" in p.stderr
