@@ -177,15 +177,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
     from dyngnn.train import run
 
-    try:
-        return run(args.settings)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    return run(args.settings)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,17 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def run(argv: list[str]) -> int:
+    """Train as configured by ``argv``; the process group, if any, is closed on the way out."""
+    import torch.distributed as dist
+
+    try:
+        return _train(argv)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(argv: list[str]) -> int:
     from dyngnn.config import parse_cli
     from dyngnn.trainer import Trainer
 
@@ -46,17 +57,12 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch.distributed as dist
-
     logging.basicConfig(level=logging.INFO, format="[dyngnn] %(message)s", stream=sys.stderr)
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except InputError as e:
         sys.stderr.write(f"dyngnn: error: {e}\n")
         return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -409,30 +409,32 @@ class StoreBuilder:
         small.update({n: a for n, (a, _) in self._node_data.items()})
         if self._dir is None:
             store = DeltaStore({n: s.close() for n, s in self._sinks.items()} | small, meta)
-            return self._keyframes_if_smaller(store)
+            return self._keyframes_only(store) if self._deltas_too_big(store) else store
         with self._dir:
             entries = {n: s.close() for n, s in self._sinks.items()}
             entries |= {n: write_array(self._dir.tmp / f"{n}.npy", a) for n, a in small.items()}
             meta["arrays"] = entries
             (self._dir.tmp / "manifest.json").write_text(json.dumps(meta, indent=1) + "\n")
-            smaller = self._keyframes_if_smaller(DeltaStore.open(self._dir.tmp))
-            if smaller is not None:
+            draft = DeltaStore.open(self._dir.tmp)
+            if self._deltas_too_big(draft):
+                store = self._keyframes_only(draft)  # written to the final path by its own builder
                 self._dir.abort()
-                return smaller
+                return store
             self._dir.commit()
         return DeltaStore.open(self._dir.path)
 
-    def _keyframes_if_smaller(self, store: DeltaStore) -> DeltaStore | None:
-        """Re-encode as keyframes only when deltas did not pay for their index.
+    def _deltas_too_big(self, store: DeltaStore) -> bool:
+        """Whether the deltas did not pay for their index.
 
         The per-snapshot index (flags, removal counts) costs a few bytes per snapshot; on
-        a graph whose deltas save less than that, keyframes only are smaller, and then
-        exactly as large as full snapshots. Returns None when the store is fine as is
-        (on disk), or the store itself (in memory).
+        a graph whose deltas save less than that, the store ends up larger than full
+        snapshots, and keyframes only are exactly as large as full snapshots.
         """
         st = store.stats(per_snapshot=False)
-        if st["stored_graph_bytes"] <= st["full_snapshot_bytes"] or self._encode_every == 1:
-            return store if self._dir is None else None
+        return st["stored_graph_bytes"] > st["full_snapshot_bytes"] and self._encode_every != 1
+
+    def _keyframes_only(self, store: DeltaStore) -> DeltaStore:
+        """``store`` re-encoded with every snapshot a keyframe (to this builder's path)."""
         b = StoreBuilder(
             self.num_nodes,
             self.node_ids,

@@ -193,3 +193,18 @@ def test_parallel_search_matches_numpy():
     hay = np.unique(rng.integers(0, 1 << 40, 1 << 21))
     needles = np.sort(rng.integers(0, 1 << 40, 1000))
     np.testing.assert_array_equal(sorted_positions(hay, needles), np.searchsorted(hay, needles))
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_deltas_that_do_not_pay_for_their_index_become_keyframes(tmp_path, on_disk):
+    # a delta saving 7 bytes would need 8 bytes of flags and removal counts
+    keys = [np.zeros(0, np.int64), np.zeros(0, np.int64), np.array([47, 48]), np.array([48])]
+    snaps = Snapshots(num_nodes=7, node_ids=np.arange(7), keys=keys)
+    store = DeltaStore.from_snapshots(snaps, keyframe_every=0, path=tmp_path / "s" if on_disk else None)
+    st = store.stats()
+    assert st["keyframes"] == 4 and st["stored_graph_bytes"] == st["full_snapshot_bytes"]
+    assert store.keyframe_every == 0
+    assert_same(store, snaps, range(4))
+    if on_disk:
+        store.verify()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
