@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import signal
 import tomllib
 import types
 import typing
@@ -141,6 +142,14 @@ class RunConfig:
     """Show progress bars (rank 0, interactive terminals)."""
     tensorboard: bool = False
     """Also log metrics to TensorBoard under `dir/tb` (needs the tensorboard package)."""
+    stop_signal: str = "USR1"
+    """On this signal, finish the current epoch, checkpoint and exit with status 0, ready to resume (SLURM `--signal`); empty: off."""
+
+    def validate(self) -> None:
+        if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
+            raise InputError("run.checkpoint_every and run.keep_checkpoints must be >= 1")
+        if self.stop_signal and not hasattr(signal, f"SIG{self.stop_signal.upper().removeprefix('SIG')}"):
+            raise InputError(f"run.stop_signal {self.stop_signal!r}: not a signal name (for example USR1, USR2, TERM)")
 
 
 @dataclass
@@ -158,7 +167,7 @@ class Config:
         Raises:
             InputError: a value out of its range, naming the key.
         """
-        for section in (self.task, self.model, self.training):
+        for section in (self.task, self.model, self.training, self.run):
             section.validate()
         return self
 

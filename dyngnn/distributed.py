@@ -232,7 +232,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
             )
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
-        backend = "nccl"
+        backend = "cpu:gloo,cuda:nccl"  # NCCL for tensors on the GPU, gloo for the few small host ones
     else:
         dev, backend = torch.device("cpu"), "gloo"
     os.environ.setdefault("MASTER_ADDR", _slurm_master() if "SLURM_PROCID" in os.environ else "127.0.0.1")
@@ -243,7 +243,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
             store=_store(rank, world),
             rank=rank,
             world_size=world,
-            device_id=dev if backend == "nccl" else None,
+            device_id=dev if dev.type == "cuda" else None,
         )
     return DistInfo(rank, world, local, dev, backend)
 

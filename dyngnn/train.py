@@ -47,7 +47,7 @@ def _train(argv: list[str]) -> int:
         cfg.transfer.mode,
     )
     final = trainer.fit()
-    if not trainer.is_main:
+    if not trainer.is_main or final.get("stopped"):
         return 0
     test = trainer.split.test
     log.info("test (transitions %d..%d -> next):  %s", test[0], test[-1], _fmt(final["test"]))

@@ -14,6 +14,8 @@ import logging
 import os
 import random
 import resource
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,33 @@ class _Net(nn.Module):
         return h
 
 
+class StopRequest:
+    """Set by a signal (SLURM's ``--signal`` before a time limit or preemption); read once per epoch.
+
+    The handler only records the signal, so the epoch in flight finishes untouched and
+    the checkpoint lands on an epoch boundary, where a resumed run is exact.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name.upper().removeprefix("SIG") if name else ""
+        self.raised = False
+        self._previous = None
+        self._signum = getattr(signal, f"SIG{self.name}") if self.name else None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.raised = True
+        log.warning("SIG%s received: stopping after this epoch, with a checkpoint", self.name)
+
+    def __enter__(self) -> StopRequest:
+        if self._signum is not None and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(self._signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(self._signum, self._previous)
+
+
 class Trainer:
     """Trains one run described by a :class:`Config`, on one process or on every rank
     of a torchrun/SLURM job (snapshot blocks per rank, all-to-all to node blocks, DDP).
@@ -248,6 +277,10 @@ class Trainer:
         t = torch.tensor([value], dtype=torch.float64)
         dist.all_reduce(t)
         return type(value)(t.item())
+
+    def _any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any (ranks see a signal at different times)."""
+        return bool(self._sum(int(flag))) if self.world > 1 else flag
 
     def _gather(self, x: np.ndarray) -> np.ndarray:
         """Every rank's ``x`` concatenated in rank order."""
@@ -497,8 +530,12 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``training.epochs`` and evaluate on the test split.
 
+        On ``run.stop_signal`` it stops early instead, after the epoch in flight and its
+        checkpoint, on every rank alike.
+
         Returns:
-            The final record: ``test`` and ``reference`` metrics (also in metrics.jsonl).
+            The final record: ``test`` and ``reference`` metrics (also in metrics.jsonl);
+            ``{"stopped": True, "epoch": k}`` when a signal stopped the run.
         """
         from tqdm import tqdm
 
@@ -509,15 +546,30 @@ class Trainer:
         epochs = tqdm(total=cfg.training.epochs, initial=self.epoch, desc="[dyngnn] epochs", disable=show)
         snaps = tqdm(total=len(self.stream), desc="[dyngnn] snapshots", leave=False, disable=show)
         record: dict[str, Any] = {}
-        while self.epoch < cfg.training.epochs:
-            snaps.reset()
-            record = self.train_epoch(snaps)
-            self.epoch += 1
-            if self.epoch % cfg.run.checkpoint_every == 0 or self.epoch == cfg.training.epochs:
-                self.save_checkpoint()
-            self._write_metrics(record)
-            epochs.set_postfix(loss=f"{record['train_loss']:.4f}", **{k: f"{v:.4f}" for k, v in record["val"].items()})
-            epochs.update(1)
+        with StopRequest(cfg.run.stop_signal) as stop:
+            while self.epoch < cfg.training.epochs:
+                snaps.reset()
+                record = self.train_epoch(snaps)
+                self.epoch += 1
+                stopping = self._any(stop.raised) and self.epoch < cfg.training.epochs
+                if stopping or self.epoch % cfg.run.checkpoint_every == 0 or self.epoch == cfg.training.epochs:
+                    self.save_checkpoint()
+                self._write_metrics(record)
+                postfix = {k: f"{v:.4f}" for k, v in record["val"].items()}
+                epochs.set_postfix(loss=f"{record['train_loss']:.4f}", **postfix)
+                epochs.update(1)
+                if stopping:
+                    snaps.close()
+                    epochs.close()
+                    log.warning(
+                        "stopped by SIG%s after epoch %d of %d; checkpoint %s. Resume with --resume "
+                        "(a requeued SLURM job resumes by itself)",
+                        stop.name,
+                        self.epoch,
+                        cfg.training.epochs,
+                        self.latest_checkpoint(),
+                    )
+                    return {"stopped": True, "epoch": self.epoch}
         snaps.close()
         epochs.close()
         if not record:  # resumed a finished run: evaluate its weights

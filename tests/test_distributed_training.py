@@ -146,20 +146,41 @@ def test_resume_on_another_number_of_ranks(ranks, store, single, tmp_path):
         np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(free_port, tmp_path):
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory):
+    """A store on which ten epochs take long enough to interrupt, and its single-process run."""
+    tmp = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(7)
+    n, t = 2000, 60
+    keys = [np.unique(rng.integers(0, n * n, 6000)) for _ in range(t)]
+    DeltaStore.from_snapshots(Snapshots(n, np.arange(n), keys), path=tmp / "s")
+    args = settings(tmp / "s", tmp / "single", "link")
+    args[args.index("--training.epochs") + 1] = "10"
+    args[args.index("--model.hidden") + 1] = "16"
+    Trainer(parse_cli(args)).fit()
+    return args, tmp / "single"
+
+
+def with_run_dir(args, run_dir):
+    args = list(args)
+    args[args.index("--run.dir") + 1] = str(run_dir)
+    return args
+
+
+def assert_same_weights(run_dir, reference_dir):
+    mine, theirs = final_weights(run_dir), final_weights(reference_dir)
+    assert mine.keys() == theirs.keys()
+    for name in theirs:
+        np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(free_port, long_run, tmp_path):
     """torchrun --max-restarts=1; SIGKILL one rank after two epochs; same final weights."""
     import signal
     import time
 
-    rng = np.random.default_rng(7)
-    n, t = 2000, 60  # large enough that ten epochs outlast the kill
-    keys = [np.unique(rng.integers(0, n * n, 6000)) for _ in range(t)]
-    DeltaStore.from_snapshots(Snapshots(n, np.arange(n), keys), path=tmp_path / "s")
-    args = settings(tmp_path / "s", tmp_path / "run", "link")
-    args[args.index("--training.epochs") + 1] = "10"
-    args[args.index("--model.hidden") + 1] = "16"
-    Trainer(parse_cli([*args[:3], str(tmp_path / "single"), *args[4:]])).fit()
-
+    args, single_dir = long_run
+    args = with_run_dir(args, tmp_path / "run")
     torchrun = Path(sys.executable).with_name("torchrun")
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     job = subprocess.Popen(
@@ -200,9 +221,47 @@ def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(free_port, tmp_path)
     assert job.returncode == 0, err[-3000:]
     lines = metrics(tmp_path / "run")
     assert [m.get("epoch") for m in lines] == [*range(1, 11), 10]
-    mine, theirs = final_weights(tmp_path / "run"), final_weights(tmp_path / "single")
-    for name in theirs:
-        np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    assert_same_weights(tmp_path / "run", single_dir)
+
+
+def test_a_stop_signal_to_one_rank_stops_every_rank_at_an_epoch_boundary(free_port, long_run, tmp_path):
+    """SIGUSR1 to rank 1 only: both ranks checkpoint the same epoch and exit 0; --resume ends exact."""
+    import signal
+    import time
+
+    args, single_dir = long_run
+    args = with_run_dir(args, tmp_path / "run")
+    port = str(free_port())
+    procs = []
+    for rank in range(2):
+        env = os.environ | {
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
+        }
+        cmd = [sys.executable, "-m", "dyngnn.train", *args]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    metrics_file = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and procs[1].poll() is None:
+        if metrics_file.exists() and metrics_file.read_text().count("\n") >= 1:
+            procs[1].send_signal(signal.SIGUSR1)
+            break
+        time.sleep(0.02)
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    stopped = [m["epoch"] for m in metrics(tmp_path / "run")]
+    assert stopped and stopped[-1] < 10 and stopped == list(range(1, len(stopped) + 1)), stopped
+    assert "SIGUSR1 received" in errs[1] and f"stopped by SIGUSR1 after epoch {stopped[-1]} of 10" in errs[0]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())[-1] == f"epoch-{stopped[-1]:05d}.pt"
+
+    resumed = subprocess.run([sys.executable, "-m", "dyngnn.train", *args, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [m.get("epoch") for m in metrics(tmp_path / "run")] == [*range(1, 11), 10]
+    assert_same_weights(tmp_path / "run", single_dir)
 
 
 def test_a_bad_store_stops_every_rank(ranks, tmp_path):
