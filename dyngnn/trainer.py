@@ -359,6 +359,7 @@ class Trainer:
 
     def train_epoch(self, bar: Any = None) -> dict[str, Any]:
         start = time.perf_counter()
+        self._last = None  # last epoch's evaluation states: not needed beside this epoch's
         self.stream.reset_counters()
         graphs, targets = self._prepare(bar)
         first = self._feature_bytes if self.epoch == 0 else 0
