@@ -95,3 +95,176 @@ def ranks():
         return done
 
     return run
+
+
+class Slurm:
+    """A one-node SLURM cluster of this machine, for the tests of ``slurm/*.sbatch``.
+
+    ``env`` points the SLURM commands at its ``slurm.conf``; ``sbatch`` submits, ``job``
+    reads ``scontrol show job``, ``wait`` polls until a job ends.
+    """
+
+    def __init__(self, root: Path, node: str) -> None:
+        self.root, self.node = root, node
+        self.env = os.environ | {"SLURM_CONF": str(root / "slurm.conf")}
+
+    def run(self, *args: str | Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(a) for a in args], env=kw.pop("env", self.env), capture_output=True, text=True, check=check, **kw
+        )
+
+    def sbatch(self, *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
+        done = self.run("sbatch", "--parsable", *args, env=self.env | (env or {}), cwd=cwd, check=False)
+        assert done.returncode == 0, f"sbatch {' '.join(map(str, args))}: {done.stderr}"
+        return int(done.stdout.strip().split(";")[0])
+
+    def job(self, job_id: int) -> dict[str, str]:
+        """``scontrol show job`` as a dict (JobState, ExitCode, Restarts, Reason, ...)."""
+        out = self.run("scontrol", "show", "job", "--oneliner", str(job_id)).stdout
+        return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+    def node_state(self) -> str:
+        """The node's state in ``sinfo``'s short form: idle, alloc, comp (cleaning up a job), ..."""
+        return self.run("sinfo", "--noheader", "-n", self.node, "-o", "%t", check=False).stdout.strip()
+
+    def wait(self, job_id: int, timeout: float = 240, until=None) -> dict[str, str]:
+        """Poll until the job has ended (or ``until(job)`` holds); returns its last record."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if until(job) if until else job["JobState"] in self.ENDED:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"SLURM job {job_id} still {job['JobState']} ({job.get('Reason')}) after {timeout} s"
+                )
+            time.sleep(0.2)
+
+    ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+def _slurm_conf(root: Path, node: str, ctld_port: int, slurmd_port: int) -> str:
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 // 2
+    return f"""\
+ClusterName=dyngnntest
+SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+AuthInfo=socket={root}/munge/munge.socket
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/linear
+SchedulerType=sched/builtin
+SwitchType=switch/none
+MpiDefault=none
+ReturnToService=2
+JobRequeue=1
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+MinJobAge=3600
+KillWait=5
+InactiveLimit=0
+NodeName={node} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={memory_mb} State=UNKNOWN
+PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A running one-node SLURM (munged, slurmctld, slurmd started here, stopped by pid).
+
+    Installs slurm-wlm and munge with apt-get when they are missing and we are root;
+    skips, saying why, where that cannot be done.
+    """
+    import shutil
+    import time
+
+    tools = ("sbatch", "scontrol", "sinfo", "slurmctld", "slurmd", "munged")
+    sbin = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+    if not all(shutil.which(t, path=sbin) for t in tools):
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.skip("SLURM is not installed, and installing it needs root and apt-get")
+        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"]
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            done = subprocess.run(install, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, f"apt-get install slurm-wlm munge failed:\n{done.stderr[-2000:]}"
+    if os.geteuid() != 0:
+        pytest.skip("a test SLURM runs its daemons as root (SlurmUser=root): run the tests as root")
+    which = {t: shutil.which(t, path=sbin) for t in tools}
+    root = tmp_path_factory.mktemp("slurm")
+    root.chmod(0o755)  # munged wants its socket's directory reachable by all
+    for sub in ("munge", "state", "spool"):
+        (root / sub).mkdir(mode=0o755)
+    key = root / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    node = socket.gethostname().split(".")[0]
+    (root / "slurm.conf").write_text(_slurm_conf(root, node, _free_port(), _free_port()))
+    cluster = Slurm(root, node)
+    daemons: list[subprocess.Popen] = []
+    logs = []
+
+    def start(name: str, *args: str | Path) -> None:
+        log = open(root / f"{name}.out", "w")  # noqa: SIM115 - closed at teardown
+        logs.append(log)
+        daemons.append(subprocess.Popen([which[name], *map(str, args)], env=cluster.env, stdout=log, stderr=log))
+
+    try:
+        start(
+            "munged",
+            "--foreground",
+            "--force",
+            f"--socket={root}/munge/munge.socket",
+            f"--key-file={key}",
+            f"--pid-file={root}/munged.pid",
+            f"--log-file={root}/munged.log",
+            f"--seed-file={root}/munged.seed",
+        )
+        deadline = time.monotonic() + 20
+        while not (root / "munge" / "munge.socket").exists():
+            assert time.monotonic() < deadline, (root / "munged.out").read_text()
+            time.sleep(0.05)
+        start("slurmctld", "-D", "-i", "-f", root / "slurm.conf")
+        start("slurmd", "-D", "-N", node, "-f", root / "slurm.conf")
+        deadline = time.monotonic() + 60
+        while True:
+            state = cluster.node_state()
+            if state == "idle":
+                break
+            for d in daemons:
+                assert d.poll() is None, (
+                    f"{d.args[0]} exited: " + (root / f"{Path(d.args[0]).name}.out").read_text()[-2000:]
+                )
+            assert time.monotonic() < deadline, f"node {node} is {state!r} after 60 s, not idle"
+            time.sleep(0.2)
+        yield cluster
+    finally:
+        if len(daemons) == 3:  # jobs a failed test left behind: their processes belong to no daemon
+            cluster.run("scancel", "--user", "root", check=False)
+            deadline = time.monotonic() + 20
+            while cluster.run("squeue", "--noheader", check=False).stdout.strip() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        for d in reversed(daemons):
+            d.terminate()
+            try:
+                d.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                d.kill()
+                d.wait()
+        for log in logs:
+            log.close()
