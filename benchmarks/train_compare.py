@@ -4,13 +4,16 @@ Three ways to train link prediction with a GCN-LSTM on the same snapshots, each 
 own process (so peak memory is its own):
 
 - ``dyngnn``: the Trainer, snapshots streamed as deltas (``--mode``), batched GCN stage,
-  ``nn.LSTM`` over time.
+  the LSTM over time (cuDNN's on a GPU, fused cell steps on a CPU).
 - ``pygt-loop``: the loop a PyTorch Geometric Temporal user writes today: iterate a
   ``DynamicGraphTemporalSignal``, ``.to(device)`` every snapshot, two ``GCNConv`` layers
   and an ``LSTMCell`` step per snapshot. The same model math as dyngnn.
 - ``pygt-gclstm``: PyTorch Geometric Temporal's ``GCLSTM`` cell with ``K=2`` (one-hop
   Chebyshev graph convolutions of the hidden state inside the LSTM gates), the recurrent
   model users run now. Different math: a reference point, not an equal comparison.
+- ``lstm-only``: just the ``LSTMCell`` steps of the two above, forward and backward: work
+  that any implementation of this math does, so ``pygt-loop / lstm-only`` bounds the
+  speed-up any of them can reach over ``pygt-loop`` on this device.
 
 All three use log-degree node inputs, hidden width ``--hidden``, a dot-product decoder,
 and the same positives (at most ``--max-positives`` edges of each target snapshot) and
@@ -154,13 +157,45 @@ def run_pygt(store: str, args, gclstm: bool) -> dict:
     return {"epoch_seconds": times, "h2d_bytes": h2d}
 
 
+def run_lstm_only(store: str, args) -> dict:
+    """The part every implementation shares: the ``LSTMCell`` steps over T snapshots for all
+    N nodes, forward and backward, on inputs that need gradients (as the GCN output does).
+
+    No implementation of this model's math can take less per epoch (Amdahl's bound on
+    any speed-up: the other implementation's epoch divided by this).
+    """
+    from dyngnn.data.store import DeltaStore
+
+    device = torch.device(args.device)
+    st = DeltaStore.open(store)
+    n, t_all = st.num_nodes, st.num_snapshots
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTMCell(args.hidden, args.hidden).to(device)
+    # one leaf per snapshot, as each snapshot's GCN output is its own tensor
+    z = [torch.randn(n, args.hidden, device=device, requires_grad=True) for _ in range(t_all)]
+    times = []
+    for _ in range(args.epochs):
+        start = time.perf_counter()
+        h = c = None
+        total = 0.0
+        for t in range(t_all):
+            h, c = lstm(z[t], None if h is None else (h, c))
+            total = total + h.sum()
+        total.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return {"epoch_seconds": times, "h2d_bytes": [0] * args.epochs}
+
+
 def child(args) -> None:
     """One measurement in this process; prints one JSON line."""
-    out = (
-        run_dyngnn(args.store, args)
-        if args.impl == "dyngnn"
-        else run_pygt(args.store, args, gclstm=args.impl == "pygt-gclstm")
-    )
+    if args.impl == "dyngnn":
+        out = run_dyngnn(args.store, args)
+    elif args.impl == "lstm-only":
+        out = run_lstm_only(args.store, args)
+    else:
+        out = run_pygt(args.store, args, gclstm=args.impl == "pygt-gclstm")
     peak = (
         torch.cuda.max_memory_allocated()
         if args.device.startswith("cuda")
@@ -280,6 +315,9 @@ def main() -> None:
                         print(
                             f"  speed-up over {other}: {base[other]['median_epoch_seconds'] / d['median_epoch_seconds']:.1f}x"
                         )
+                if "lstm-only" in base and "pygt-loop" in base:
+                    bound = base["pygt-loop"]["median_epoch_seconds"] / base["lstm-only"]["median_epoch_seconds"]
+                    print(f"  bound on any speed-up over pygt-loop (pygt-loop / lstm-only): {bound:.1f}x")
                 print(
                     f"  dyngnn h2d epoch 1 / change floor: {d['h2d_bytes'][0] / floor:.3f}; "
                     f"later epochs: {d['h2d_bytes'][1:]}"

@@ -267,23 +267,49 @@ _EDGE_BUDGET = 1 << 24  # edges (self-loops included) per batched GCN chunk
 
 
 def propagation(src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor, size: int, sparse: bool | None = None):
-    """``h -> A h`` for the adjacency ``A[dst, src] = w`` (``[size, size]``).
+    """``h -> A h`` for the adjacency ``A[dst, src] = w`` (``[size, size]``), differentiable in ``h``.
 
-    ``sparse`` (default: on CPU) uses a CSR product; otherwise a gather and scatter of
-    per-edge messages (the path for accelerators).
+    ``sparse`` (default: on CPU) uses CSR products: ``A`` (rows: targets) forward and
+    ``A^T`` (rows: sources, the order edges arrive in) backward, each a plain row-major
+    product; torch's product with a transposed CSR matrix is several times slower.
+    Otherwise a gather and scatter of per-edge messages (the path for accelerators).
     """
     if sparse if sparse is not None else src.device.type == "cpu":
-        if len(src) > 1 and not bool((src[1:] >= src[:-1]).all()):
-            order = torch.argsort(src, stable=True)
-            src, dst, w = src[order], dst[order], w[order]
-        crow = torch.zeros(size + 1, dtype=torch.long)
-        crow[1:] = torch.cumsum(torch.bincount(src, minlength=size), 0)
-        with warnings.catch_warnings():  # torch flags its sparse CSR support as beta
-            warnings.simplefilter("ignore", UserWarning)
-            a_t = torch.sparse_csr_tensor(crow, dst, w, (size, size))  # rows: sources
-        return lambda h: a_t.t() @ h
+        a = _csr(dst, src, w, size)
+        a_t = _csr(src, dst, w, size)
+        return lambda h: _CsrProduct.apply(h, a, a_t)
     w = w.unsqueeze(1)
     return lambda h: torch.zeros_like(h).index_add_(0, dst, h[src] * w)
+
+
+def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``[size, size]`` CSR matrix with entries ``(rows[i], cols[i]) = values[i]``.
+
+    Entries are put in row order by a stable sort (on int32 keys where they fit, which
+    torch sorts several times faster), so columns keep their order within a row.
+    """
+    if len(rows) > 1 and not bool((rows[1:] >= rows[:-1]).all()):
+        keys = rows.int() if size < 2**31 else rows
+        order = torch.sort(keys, stable=True).indices
+        rows, cols, values = rows[order], cols[order], values[order]
+    crow = torch.zeros(size + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=size), 0)
+    with warnings.catch_warnings():  # torch flags its sparse CSR support as beta
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols, values, (size, size))
+
+
+class _CsrProduct(torch.autograd.Function):
+    """``A @ h`` with ``A`` constant: the backward pass is ``A^T @ grad``, given as CSR too."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, a: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
+        ctx.a_t = a_t
+        return a @ h
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.a_t @ grad, None, None
 
 
 class LinkDecoder(nn.Module):
