@@ -78,3 +78,23 @@ def banner() -> str:
     m = machine()
     dirty = " (dyngnn/ has uncommitted edits)" if m["dyngnn_dirty"] else ""
     return f"# {m['date']}  {m['cpus']} CPUs  numpy {m['numpy']}  commit {m['commit']}{dirty}"
+
+
+def link_training_args(store: Path, run_dir: Path, hidden: int, epochs: int) -> list[str]:
+    """``dyngnn train`` arguments of the multi-rank benchmarks: link prediction on ``store``,
+    at most 20,000 training and 2,000 evaluation positives per target snapshot."""
+    return [
+        "--data.store",
+        str(store),
+        "--run.dir",
+        str(run_dir),
+        "--run.no-progress",
+        "--model.hidden",
+        str(hidden),
+        "--training.epochs",
+        str(epochs),
+        "--task.max_positives",
+        "20000",
+        "--task.eval_max_positives",
+        "2000",
+    ]

@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._util import link_training_args  # noqa: E402
+
 IMPORT_ONLY = """
 import resource, torch, torch.distributed as dist, dyngnn.trainer
 dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
@@ -57,24 +59,6 @@ def run(world: int, args: list[str]) -> dict:
         raise SystemExit(f"P={world} failed:\n{done.stderr[-3000:]}")
     run_dir = Path(args[args.index("--run.dir") + 1])
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][-2]
-
-
-def settings(store: Path, run_dir: Path, hidden: int, epochs: int) -> list[str]:
-    return [
-        "--data.store",
-        str(store),
-        "--run.dir",
-        str(run_dir),
-        "--run.no-progress",
-        "--model.hidden",
-        str(hidden),
-        "--training.epochs",
-        str(epochs),
-        "--task.max_positives",
-        "20000",
-        "--task.eval_max_positives",
-        "2000",
-    ]
 
 
 def main() -> None:
@@ -117,8 +101,8 @@ def main() -> None:
             f"{'overhead MiB':>12} {'peak/rank MiB':>14} {'target MiB':>10} {'met':>4} {'train s':>8}"
         )
         for world in worlds:
-            last = run(world, settings(store, Path(tmp) / f"run-{world}", f, args.epochs))
-            fixed = run(world, settings(tiny, Path(tmp) / f"tiny-{world}", f, args.epochs))
+            last = run(world, link_training_args(store, Path(tmp) / f"run-{world}", f, args.epochs))
+            fixed = run(world, link_training_args(tiny, Path(tmp) / f"tiny-{world}", f, args.epochs))
             formula = 4 * all_to_all_bytes(block_ranges(t, world), block_ranges(n, world, "nodes"), f, 4)
             row = {
                 "P": world,

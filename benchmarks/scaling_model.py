@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._util import OUT_DIR, banner, print_table, write_json  # noqa: E402
+from benchmarks._util import OUT_DIR, banner, link_training_args, print_table, write_json  # noqa: E402
 
 PINGPONG = """
 import os, sys, time, torch, torch.distributed as dist
@@ -170,24 +170,7 @@ def main() -> None:
         store = Path(tmp) / "store"
         synthesize(store, num_nodes=n, num_edges=a.edges, num_snapshots=t, churn=0.01, seed=0)
 
-        def settings(run: str, epochs: int) -> list[str]:
-            return [
-                "--data.store",
-                str(store),
-                "--run.dir",
-                str(Path(tmp) / run),
-                "--run.no-progress",
-                "--model.hidden",
-                str(f),
-                "--training.epochs",
-                str(epochs),
-                "--task.max_positives",
-                "20000",
-                "--task.eval_max_positives",
-                "2000",
-            ]
-
-        costs = measure_stages(settings("stages", 1), a.reps)
+        costs = measure_stages(link_training_args(store, Path(tmp) / "stages", f, 1), a.reps)
         latency, bandwidth = measure_link()
         print(
             f"N={n:,} E={a.edges:,} T={t} F={f}: c_prep {costs['c_prep'] * 1e3:.1f} ms/snapshot, c_snap {costs['c_snap'] * 1e3:.1f} ms/snapshot, "
@@ -196,7 +179,7 @@ def main() -> None:
         )
         check = []
         for world in (1, 2):
-            torchrun(world, "-m", "dyngnn.train", *settings(f"run-{world}", 3))
+            torchrun(world, "-m", "dyngnn.train", *link_training_args(store, Path(tmp) / f"run-{world}", f, 3))
             lines = [json.loads(x) for x in (Path(tmp) / f"run-{world}" / "metrics.jsonl").read_text().splitlines()]
             measured = min(x["train_seconds"] for x in lines[:-1])
             model = predict(costs, t, n, f, world, bandwidth, latency)
