@@ -13,7 +13,10 @@ and reports per epoch:
   so small that its data, activations and buffers are negligible (the interpreter, torch,
   gloo, DDP, the autograd engine, the allocator's arenas). The import-only peak (a process
   that imports dyngnn and starts a one-rank group) is printed beside it;
-- training seconds per epoch.
+- training seconds per epoch;
+
+for each ``run.mmap_threshold_mib`` in ``--mmap-threshold-mib`` (glibc's default, and a
+fixed 4 MiB threshold that gives freed tensors back to the operating system).
 
 Run: ``.venv/bin/python benchmarks/comm_volume.py`` (a few minutes on 2 cores).
 """
@@ -69,6 +72,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--ranks", default="1,2,4,8")
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--mmap-threshold-mib", default="0,4", help="run.mmap_threshold_mib settings to compare")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "comm_volume.json"))
     args = p.parse_args()
 
@@ -96,41 +100,51 @@ def main() -> None:
             f"N={n:,} E={args.edges:,} T={t} F=F_h={f} float32; bound N*T*(2F+2F_h)*4 = {bound:,} B; "
             f"import-only process {import_only / 2**20:,.0f} MiB"
         )
-        print(
-            f"{'P':>3} {'comm_bytes':>14} {'formula':>14} {'ok':>3} {'<= bound':>8} {'grad_sync':>11} "
-            f"{'overhead MiB':>12} {'peak/rank MiB':>14} {'target MiB':>10} {'met':>4} {'train s':>8}"
-        )
-        for world in worlds:
-            last = run(world, link_training_args(store, Path(tmp) / f"run-{world}", f, args.epochs))
-            fixed = run(world, link_training_args(tiny, Path(tmp) / f"tiny-{world}", f, args.epochs))
-            formula = 4 * all_to_all_bytes(block_ranges(t, world), block_ranges(n, world, "nodes"), f, 4)
-            row = {
-                "P": world,
-                "comm_bytes": last["comm_bytes"],
-                "formula": formula,
-                "bound": bound,
-                "grad_sync_bytes": last["grad_sync_bytes"],
-                "peak_per_rank": last["peak_memory_bytes"] / world,
-                "overhead": fixed["peak_memory_bytes"] / world,
-                "import_only": import_only,
-                "train_seconds": last["train_seconds"],
-            }
-            rows.append(row)
-            single = rows[0] if rows[0]["P"] == 1 else None
-            target = (
-                None
-                if single is None
-                else 1.2 * (single["peak_per_rank"] - single["overhead"]) / world + row["overhead"]
-            )
-            row["target"] = target
-            met = "" if target is None else ("yes" if row["peak_per_rank"] <= target else "NO")
+        for mib in [int(x) for x in args.mmap_threshold_mib.split(",")]:
+            setting = ["--run.mmap_threshold_mib", str(mib)]
+            print(f"\nrun.mmap_threshold_mib = {mib}" + (" (glibc's default)" if mib == 0 else ""))
             print(
-                f"{world:>3} {row['comm_bytes']:>14,} {formula:>14,} {'yes' if row['comm_bytes'] == formula else 'NO':>3} "
-                f"{'yes' if row['comm_bytes'] <= bound else 'NO':>8} {row['grad_sync_bytes']:>11,} "
-                f"{row['overhead'] / 2**20:>12,.0f} {row['peak_per_rank'] / 2**20:>14,.0f} "
-                f"{'' if target is None else f'{target / 2**20:,.0f}':>10} {met:>4} {row['train_seconds']:>8.2f}",
-                flush=True,
+                f"{'P':>3} {'comm_bytes':>14} {'formula':>14} {'ok':>3} {'<= bound':>8} {'grad_sync':>11} "
+                f"{'overhead MiB':>12} {'peak/rank MiB':>14} {'target MiB':>10} {'met':>4} {'train s':>8}"
             )
+            single = None
+            for world in worlds:
+                last = run(
+                    world, [*link_training_args(store, Path(tmp) / f"run-{mib}-{world}", f, args.epochs), *setting]
+                )
+                fixed = run(
+                    world, [*link_training_args(tiny, Path(tmp) / f"tiny-{mib}-{world}", f, args.epochs), *setting]
+                )
+                formula = 4 * all_to_all_bytes(block_ranges(t, world), block_ranges(n, world, "nodes"), f, 4)
+                row = {
+                    "mmap_threshold_mib": mib,
+                    "P": world,
+                    "comm_bytes": last["comm_bytes"],
+                    "formula": formula,
+                    "bound": bound,
+                    "grad_sync_bytes": last["grad_sync_bytes"],
+                    "peak_per_rank": last["peak_memory_bytes"] / world,
+                    "overhead": fixed["peak_memory_bytes"] / world,
+                    "import_only": import_only,
+                    "train_seconds": last["train_seconds"],
+                }
+                rows.append(row)
+                single = row if world == 1 else single
+                target = (
+                    None
+                    if single is None or world == 1
+                    else 1.2 * (single["peak_per_rank"] - single["overhead"]) / world + row["overhead"]
+                )
+                row["target"] = target
+                met = "" if target is None else ("yes" if row["peak_per_rank"] <= target else "NO")
+                print(
+                    f"{world:>3} {row['comm_bytes']:>14,} {formula:>14,} "
+                    f"{'yes' if row['comm_bytes'] == formula else 'NO':>3} "
+                    f"{'yes' if row['comm_bytes'] <= bound else 'NO':>8} {row['grad_sync_bytes']:>11,} "
+                    f"{row['overhead'] / 2**20:>12,.0f} {row['peak_per_rank'] / 2**20:>14,.0f} "
+                    f"{'' if target is None else f'{target / 2**20:,.0f}':>10} {met:>4} {row['train_seconds']:>8.2f}",
+                    flush=True,
+                )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
 

@@ -69,10 +69,7 @@ def _bce(h_t: torch.Tensor, src, dst, neg) -> tuple[torch.Tensor, int]:
 
 def run_dyngnn(store: str, args) -> dict:
     from dyngnn.config import parse_cli
-    from dyngnn.train import return_freed_memory
     from dyngnn.trainer import Trainer
-
-    return_freed_memory()  # as `dyngnn train` does
 
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = parse_cli(

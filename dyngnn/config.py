@@ -142,12 +142,16 @@ class RunConfig:
     """Show progress bars (rank 0, interactive terminals)."""
     tensorboard: bool = False
     """Also log metrics to TensorBoard under `dir/tb` (needs the tensorboard package)."""
+    mmap_threshold_mib: int = 0
+    """glibc only: blocks of this many MiB and more come from mmap and go back to the OS when freed (lower peak memory per rank at P >= 4, slower where large blocks are reused); 0: glibc's default."""
     stop_signal: str = "USR1"
     """On this signal, finish the current epoch, checkpoint and exit with status 0, ready to resume (SLURM `--signal`); empty: off."""
 
     def validate(self) -> None:
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise InputError("run.checkpoint_every and run.keep_checkpoints must be >= 1")
+        if self.mmap_threshold_mib < 0:
+            raise InputError(f"run.mmap_threshold_mib {self.mmap_threshold_mib}: must be >= 0 (0: glibc's default)")
         if self.stop_signal and not hasattr(signal, f"SIG{self.stop_signal.upper().removeprefix('SIG')}"):
             raise InputError(f"run.stop_signal {self.stop_signal!r}: not a signal name (for example USR1, USR2, TERM)")
 
