@@ -117,12 +117,45 @@ def test_node_regression_on_targets(tmp_path):
         (["--training.epochs", "three"], "training.epochs = 'three': expected int"),
         (["--transfer.mode", "fast"], "expected one of 'full', 'delta', 'resident'"),
         (["--data.store", "/nonexistent/store"], "/nonexistent/store: no such store directory"),
+        (["--run.stop_signal", "USR9"], "run.stop_signal 'USR9': not a signal name"),
+        (["--run.mmap_threshold_mib", "-1"], "run.mmap_threshold_mib -1: must be >= 0"),
+        (["--run.keep_checkpoints", "0"], "run.checkpoint_every and run.keep_checkpoints must be >= 1"),
     ],
 )
 def test_bad_settings_are_one_line(cli, tmp_path, args, expect):
     r = cli("train", "--run.dir", tmp_path / "run", *args)
     assert r.code == 2 and len(r.error_lines) == 1 and expect in r.error_lines[0], r.err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_mmap_threshold_setting_keeps_the_numbers(tiny, tmp_path):
+    """The allocator setting changes where memory comes from, never the results."""
+    import subprocess
+    import sys
+
+    for mib in ("0", "4"):
+        args = small(tiny, tmp_path / mib, "--run.mmap_threshold_mib", mib)
+        done = subprocess.run([sys.executable, "-m", "dyngnn.train", *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert [r.get("train_loss") for r in read_metrics(tmp_path / "0")] == [
+        r.get("train_loss") for r in read_metrics(tmp_path / "4")
+    ]
+
+
+def test_mmap_threshold_is_set_only_when_asked(monkeypatch):
+    import platform
+    import sys
+
+    from dyngnn.train import return_freed_memory
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("run.mmap_threshold_mib applies to glibc on Linux only")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert return_freed_memory(0) is False
+    # 32 MiB: the ceiling glibc's own threshold grows to, so the rest of this process is not slowed
+    assert return_freed_memory(32) is True
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert return_freed_memory(4) is False  # the environment wins
 
 
 def test_bad_toml_config(cli, tmp_path):
