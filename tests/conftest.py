@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -72,9 +73,10 @@ def ranks():
     Each process gets torchrun's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
     ``MASTER_ADDR``/``MASTER_PORT`` on a free port) and ``OMP_NUM_THREADS=1``;
     ``extra[rank]`` appends arguments for one rank. Returns the finished processes.
+    ``ranks.start(...)`` takes the same arguments and returns the running ``Popen``s.
     """
 
-    def run(world: int, argv: list[str], extra: dict[int, list[str]] | None = None):
+    def start(world: int, argv: list[str], extra: dict[int, list[str]] | None = None) -> list[subprocess.Popen]:
         port = str(_free_port())
         procs = []
         for rank in range(world):
@@ -88,13 +90,52 @@ def ranks():
             }
             cmd = [sys.executable, *argv, *(extra or {}).get(rank, [])]
             procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return procs
+
+    def run(world: int, argv: list[str], extra: dict[int, list[str]] | None = None):
         done = []
-        for p in procs:
+        for p in start(world, argv, extra):
             out, err = p.communicate(timeout=300)
             done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
         return done
 
+    run.start = start
     return run
+
+
+class RunFiles:
+    """What a training run leaves in its directory, read back for tests."""
+
+    @staticmethod
+    def metrics(run_dir: Path) -> list[dict]:
+        """The records of ``metrics.jsonl``, in order."""
+        return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+    @staticmethod
+    def final_weights(run_dir: Path) -> dict:
+        """Model and head weights of the newest checkpoint, as ``{"model.x": tensor, "head.y": ...}``."""
+        import torch
+
+        state = torch.load(sorted((Path(run_dir) / "checkpoints").glob("epoch-*.pt"))[-1], weights_only=False)
+        return {
+            **{f"model.{k}": v for k, v in state["model"].items()},
+            **{f"head.{k}": v for k, v in state["head"].items()},
+        }
+
+    def assert_same_weights(self, run_dir: Path, reference_dir: Path) -> None:
+        """The final weights of two runs agree (rtol 1e-9: float64 runs on different rank counts)."""
+        import numpy as np
+
+        mine, theirs = self.final_weights(run_dir), self.final_weights(reference_dir)
+        assert mine.keys() == theirs.keys()
+        for name in theirs:
+            np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.fixture
+def runs() -> RunFiles:
+    """Reading run directories: ``runs.metrics``, ``runs.final_weights``, ``runs.assert_same_weights``."""
+    return RunFiles()
 
 
 class Slurm:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from dyngnn.config import parse_cli
 from dyngnn.data.snapshots import Snapshots
@@ -62,19 +60,6 @@ def settings(store, run_dir, kind):
     ]
 
 
-def metrics(run_dir):
-    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-
-
-def final_weights(run_dir):
-    ckpt = sorted((Path(run_dir) / "checkpoints").glob("epoch-*.pt"))[-1]
-    state = torch.load(ckpt, weights_only=False)
-    return {
-        **{f"model.{k}": v for k, v in state["model"].items()},
-        **{f"head.{k}": v for k, v in state["head"].items()},
-    }
-
-
 @pytest.fixture(scope="module")
 def single(store, tmp_path_factory):
     runs = {}
@@ -87,11 +72,11 @@ def single(store, tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["link", "node"])
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
-def test_ranks_reproduce_single_process_training(ranks, store, single, tmp_path, kind, world):
+def test_ranks_reproduce_single_process_training(ranks, runs, store, single, tmp_path, kind, world):
     procs = ranks(world, ["-m", "dyngnn.train", *settings(store, tmp_path / "run", kind)])
     for p in procs:
         assert p.returncode == 0, p.stderr[-3000:]
-    ours, ref = metrics(tmp_path / "run"), metrics(single[kind])
+    ours, ref = runs.metrics(tmp_path / "run"), runs.metrics(single[kind])
     assert [m["world_size"] for m in ours] == [world] * 4
     np.testing.assert_allclose([m["train_loss"] for m in ours[:-1]], [m["train_loss"] for m in ref[:-1]], rtol=1e-9)
     for split in ("val", "test"):
@@ -99,10 +84,7 @@ def test_ranks_reproduce_single_process_training(ranks, store, single, tmp_path,
             np.testing.assert_allclose(ours[-1][split][key], value, rtol=1e-9, err_msg=f"{split}.{key}")
     for key, value in ref[-1]["reference"].items():
         np.testing.assert_allclose(ours[-1]["reference"][key], value, rtol=1e-12)
-    mine, theirs = final_weights(tmp_path / "run"), final_weights(single[kind])
-    assert mine.keys() == theirs.keys()
-    for name in theirs:
-        np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    runs.assert_same_weights(tmp_path / "run", single[kind])
     # measured all-to-all bytes equal the formula: Z forward and backward (hidden 6, float64),
     # and for links the states' trip back to snapshot blocks, forward and backward again
     one_way = all_to_all_bytes(block_ranges(T, world), block_ranges(N, world, "nodes"), 6, 8)
@@ -131,19 +113,17 @@ def test_ranks_with_different_configs_are_refused(ranks, store, tmp_path):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_resume_on_another_number_of_ranks(ranks, store, single, tmp_path):
+def test_resume_on_another_number_of_ranks(ranks, runs, store, single, tmp_path):
     run = tmp_path / "run"
     first = settings(store, run, "link")
     first[first.index("--training.epochs") + 1] = "2"
     assert all(p.returncode == 0 for p in ranks(2, ["-m", "dyngnn.train", *first]))
     for p in ranks(3, ["-m", "dyngnn.train", *settings(store, run, "link"), "--resume"]):
         assert p.returncode == 0, p.stderr[-3000:]
-    ours, ref = metrics(run), metrics(single["link"])
+    ours, ref = runs.metrics(run), runs.metrics(single["link"])
     assert [m["world_size"] for m in ours] == [2, 2, 3, 3]
     np.testing.assert_allclose([m["train_loss"] for m in ours[:-1]], [m["train_loss"] for m in ref[:-1]], rtol=1e-9)
-    mine, theirs = final_weights(run), final_weights(single["link"])
-    for name in theirs:
-        np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    runs.assert_same_weights(run, single["link"])
 
 
 @pytest.fixture(scope="module")
@@ -167,14 +147,7 @@ def with_run_dir(args, run_dir):
     return args
 
 
-def assert_same_weights(run_dir, reference_dir):
-    mine, theirs = final_weights(run_dir), final_weights(reference_dir)
-    assert mine.keys() == theirs.keys()
-    for name in theirs:
-        np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
-
-
-def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(free_port, long_run, tmp_path):
+def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(free_port, runs, long_run, tmp_path):
     """torchrun --max-restarts=1; SIGKILL one rank after two epochs; same final weights."""
     import signal
     import time
@@ -219,31 +192,19 @@ def test_a_rank_killed_mid_run_restarts_from_its_checkpoint(free_port, long_run,
     _, err = job.communicate(timeout=300)
     assert killed is not None, "the run ended before a rank could be killed"
     assert job.returncode == 0, err[-3000:]
-    lines = metrics(tmp_path / "run")
+    lines = runs.metrics(tmp_path / "run")
     assert [m.get("epoch") for m in lines] == [*range(1, 11), 10]
-    assert_same_weights(tmp_path / "run", single_dir)
+    runs.assert_same_weights(tmp_path / "run", single_dir)
 
 
-def test_a_stop_signal_to_one_rank_stops_every_rank_at_an_epoch_boundary(free_port, long_run, tmp_path):
+def test_a_stop_signal_to_one_rank_stops_every_rank_at_an_epoch_boundary(ranks, runs, long_run, tmp_path):
     """SIGUSR1 to rank 1 only: both ranks checkpoint the same epoch and exit 0; --resume ends exact."""
     import signal
     import time
 
     args, single_dir = long_run
     args = with_run_dir(args, tmp_path / "run")
-    port = str(free_port())
-    procs = []
-    for rank in range(2):
-        env = os.environ | {
-            "RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "OMP_NUM_THREADS": "1",
-        }
-        cmd = [sys.executable, "-m", "dyngnn.train", *args]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    procs = ranks.start(2, ["-m", "dyngnn.train", *args])
     metrics_file = tmp_path / "run" / "metrics.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and procs[1].poll() is None:
@@ -253,15 +214,15 @@ def test_a_stop_signal_to_one_rank_stops_every_rank_at_an_epoch_boundary(free_po
         time.sleep(0.02)
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
-    stopped = [m["epoch"] for m in metrics(tmp_path / "run")]
+    stopped = [m["epoch"] for m in runs.metrics(tmp_path / "run")]
     assert stopped and stopped[-1] < 10 and stopped == list(range(1, len(stopped) + 1)), stopped
     assert "SIGUSR1 received" in errs[1] and f"stopped by SIGUSR1 after epoch {stopped[-1]} of 10" in errs[0]
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())[-1] == f"epoch-{stopped[-1]:05d}.pt"
 
     resumed = subprocess.run([sys.executable, "-m", "dyngnn.train", *args, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [m.get("epoch") for m in metrics(tmp_path / "run")] == [*range(1, 11), 10]
-    assert_same_weights(tmp_path / "run", single_dir)
+    assert [m.get("epoch") for m in runs.metrics(tmp_path / "run")] == [*range(1, 11), 10]
+    runs.assert_same_weights(tmp_path / "run", single_dir)
 
 
 def test_a_bad_store_stops_every_rank(ranks, tmp_path):

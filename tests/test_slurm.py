@@ -4,7 +4,6 @@ time limit stops the job at an epoch boundary, requeues it, and it ends exact.""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from dyngnn.config import parse_cli
 from dyngnn.data.snapshots import Snapshots
@@ -45,12 +43,8 @@ def settings(store: Path, run_dir: Path, epochs: int, hidden: int) -> list[str]:
     ]
 
 
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def assert_same_run(run_dir: Path, reference_dir: Path, world: int | None = None) -> None:
-    ours, ref = metrics(run_dir), metrics(reference_dir)
+def assert_same_run(runs, run_dir: Path, reference_dir: Path, world: int | None = None) -> None:
+    ours, ref = runs.metrics(run_dir), runs.metrics(reference_dir)
     assert [m["epoch"] for m in ours] == [m["epoch"] for m in ref]
     assert ours[-1].get("final") and not any(m.get("final") for m in ours[:-1])
     if world is not None:
@@ -58,18 +52,7 @@ def assert_same_run(run_dir: Path, reference_dir: Path, world: int | None = None
     np.testing.assert_allclose([m["train_loss"] for m in ours[:-1]], [m["train_loss"] for m in ref[:-1]], rtol=1e-9)
     for key, value in ref[-1]["test"].items():
         np.testing.assert_allclose(ours[-1]["test"][key], value, rtol=1e-9, err_msg=f"test.{key}")
-    mine, theirs = final_weights(run_dir), final_weights(reference_dir)
-    assert mine.keys() == theirs.keys()
-    for name in theirs:
-        np.testing.assert_allclose(mine[name].numpy(), theirs[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(sorted((run_dir / "checkpoints").glob("epoch-*.pt"))[-1], weights_only=False)
-    return {
-        **{f"model.{k}": v for k, v in state["model"].items()},
-        **{f"head.{k}": v for k, v in state["head"].items()},
-    }
+    runs.assert_same_weights(run_dir, reference_dir)
 
 
 def make_store(path: Path, n: int, t: int, edges: int, seed: int) -> Path:
@@ -132,27 +115,27 @@ def assert_completed(job: dict[str, str], log: Path) -> str:
 
 
 @pytest.mark.parametrize("world", [2, 3])
-def test_cpu_script_ranks_reproduce_single_process_training(slurm, submit, tiny, tmp_path, world):
+def test_cpu_script_ranks_reproduce_single_process_training(slurm, submit, runs, tiny, tmp_path, world):
     store, single = tiny
     log = tmp_path / "job.log"
     job_id = submit("train-cpu.sbatch", log, world, settings(store, tmp_path / "run", 3, 6))
     text = assert_completed(slurm.wait(job_id), log)
     assert f"[dyngnn] job {job_id} (restart 0)" in text
-    assert_same_run(tmp_path / "run", single, world)
+    assert_same_run(runs, tmp_path / "run", single, world)
 
 
-def test_gpu_script_starts_torchrun_ranks(slurm, submit, tiny, tmp_path):
+def test_gpu_script_starts_torchrun_ranks(slurm, submit, runs, tiny, tmp_path):
     """The torchrun path of train-gpu.sbatch, run on CPU processes (this machine has no GPU)."""
     store, single = tiny
     log = tmp_path / "job.log"
     args = [*settings(store, tmp_path / "run", 3, 6), "--run.device", "cpu"]
     job_id = submit("train-gpu.sbatch", log, 1, args, env={"NPROC_PER_NODE": "2"}, options=["--gpus-per-node=0"])
     assert_completed(slurm.wait(job_id), log)
-    assert_same_run(tmp_path / "run", single, 2)
+    assert_same_run(runs, tmp_path / "run", single, 2)
 
 
 @pytest.mark.parametrize("script", ["train-cpu.sbatch", "train-gpu.sbatch"])
-def test_usr1_before_the_time_limit_requeues_the_job_and_it_ends_exact(slurm, submit, long, tmp_path, script):
+def test_usr1_before_the_time_limit_requeues_the_job_and_it_ends_exact(slurm, submit, runs, long, tmp_path, script):
     """What ``--signal=B:USR1@...`` does before the time limit, sent by hand mid-run."""
     store, single = long
     log, run = tmp_path / "job.log", tmp_path / "run"
@@ -170,7 +153,7 @@ def test_usr1_before_the_time_limit_requeues_the_job_and_it_ends_exact(slurm, su
     slurm.run("scancel", "--batch", "--signal=USR1", str(job_id))
     job = slurm.wait(job_id, until=lambda j: j["JobState"] in slurm.ENDED or j["Restarts"] != "0")
     assert job["Restarts"] == "1", log.read_text()[-4000:]
-    stopped = [m["epoch"] for m in metrics(run)]
+    stopped = [m["epoch"] for m in runs.metrics(run)]
     assert stopped == list(range(1, len(stopped) + 1)) and stopped[-1] < 5, stopped
     # SLURM holds a requeued job back for two minutes (its BeginTime); the test waits only
     # until the node has cleaned up after the first run, and one second more: slurmd refuses
@@ -186,7 +169,7 @@ def test_usr1_before_the_time_limit_requeues_the_job_and_it_ends_exact(slurm, su
     assert f"stopped by SIGUSR1 after epoch {stopped[-1]} of 5" in text
     assert f"requeueing job {job_id}" in text and f"[dyngnn] job {job_id} (restart 1)" in text
     assert f"resuming from {run / 'checkpoints' / f'epoch-{stopped[-1]:05d}.pt'}" in text
-    assert_same_run(run, single)
+    assert_same_run(runs, run, single)
 
 
 def test_scripts_are_valid_bash_and_refuse_to_run_outside_slurm(tmp_path):
