@@ -152,8 +152,21 @@ class RunConfig:
             raise InputError("run.checkpoint_every and run.keep_checkpoints must be >= 1")
         if self.mmap_threshold_mib < 0:
             raise InputError(f"run.mmap_threshold_mib {self.mmap_threshold_mib}: must be >= 0 (0: glibc's default)")
-        if self.stop_signal and not hasattr(signal, f"SIG{self.stop_signal.upper().removeprefix('SIG')}"):
-            raise InputError(f"run.stop_signal {self.stop_signal!r}: not a signal name (for example USR1, USR2, TERM)")
+        signal_number(self.stop_signal)
+
+
+def signal_number(name: str) -> signal.Signals | None:
+    """The signal ``run.stop_signal`` names (``USR1`` or ``SIGUSR1``, any case); None for ``""``.
+
+    Raises:
+        InputError: no such signal.
+    """
+    if not name:
+        return None
+    try:
+        return signal.Signals[f"SIG{name.upper().removeprefix('SIG')}"]
+    except KeyError:
+        raise InputError(f"run.stop_signal {name!r}: not a signal name (for example USR1, USR2, TERM)") from None
 
 
 @dataclass

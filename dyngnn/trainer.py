@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dyngnn.config import Config, DataConfig
+from dyngnn.config import Config, DataConfig, signal_number
 from dyngnn.data.store import DeltaStore
 from dyngnn.distributed import (
     Layout,
@@ -143,10 +143,10 @@ class StopRequest:
     """
 
     def __init__(self, name: str) -> None:
-        self.name = name.upper().removeprefix("SIG") if name else ""
+        self._signum = signal_number(name)
+        self.name = self._signum.name.removeprefix("SIG") if self._signum else ""
         self.raised = False
         self._previous = None
-        self._signum = getattr(signal, f"SIG{self.name}") if self.name else None
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.raised = True
