@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,13 @@ def link_training_args(store: Path, run_dir: Path, hidden: int, epochs: int) -> 
         "--task.eval_max_positives",
         "2000",
     ]
+
+
+def torchrun(world: int, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node world args...`` from the repository root, one
+    thread per rank, as users start ranks; a failure ends the benchmark with its stderr."""
+    cmd = [Path(sys.executable).with_name("torchrun"), "--standalone", "--nproc-per-node", str(world), *args]
+    done = subprocess.run(cmd, cwd=REPO, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{done.stderr[-3000:]}")
+    return done

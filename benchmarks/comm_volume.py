@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._util import link_training_args  # noqa: E402
+from benchmarks._util import link_training_args, torchrun  # noqa: E402
 
 IMPORT_ONLY = """
 import resource, torch, torch.distributed as dist, dyngnn.trainer
@@ -55,11 +54,7 @@ def run(world: int, args: list[str]) -> dict:
 
     Returns the last epoch's record of ``metrics.jsonl``.
     """
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [torchrun, "--standalone", "--nproc-per-node", str(world), "-m", "dyngnn.train", *args]
-    done = subprocess.run(cmd, cwd=ROOT, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"P={world} failed:\n{done.stderr[-3000:]}")
+    torchrun(world, "-m", "dyngnn.train", *args)
     run_dir = Path(args[args.index("--run.dir") + 1])
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][-2]
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._util import OUT_DIR, banner, link_training_args, print_table, write_json  # noqa: E402
+from benchmarks._util import OUT_DIR, banner, link_training_args, print_table, torchrun, write_json  # noqa: E402
 
 PINGPONG = """
 import os, sys, time, torch, torch.distributed as dist
@@ -61,16 +60,6 @@ for size in (8, 64 << 20):
 if rank == 0:
     print(min(out[8]), 64 * 2**20 / (min(out[64 << 20]) - min(out[8])))
 """
-
-
-def torchrun(world: int, *args: str) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("torchrun")
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    cmd = [exe, "--standalone", "--nproc-per-node", str(world), *args]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{done.stderr[-3000:]}")
-    return done
 
 
 def measure_link() -> tuple[float, float]:
