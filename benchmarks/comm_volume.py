@@ -15,8 +15,9 @@ and reports per epoch:
   that imports dyngnn and starts a one-rank group) is printed beside it;
 - training seconds per epoch;
 
-for each ``run.mmap_threshold_mib`` in ``--mmap-threshold-mib`` (glibc's default, and a
-fixed 4 MiB threshold that gives freed tensors back to the operating system).
+for each ``run.malloc`` setting in ``--malloc`` (``reuse``, the default, which keeps freed
+memory for the next epoch; ``glibc``; and ``mmap:4``, which gives freed blocks of 4 MiB
+and more back to the operating system).
 
 Run: ``.venv/bin/python benchmarks/comm_volume.py`` (a few minutes on 2 cores).
 """
@@ -67,7 +68,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--ranks", default="1,2,4,8")
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--mmap-threshold-mib", default="0,4", help="run.mmap_threshold_mib settings to compare")
+    p.add_argument("--malloc", default="reuse,glibc,mmap:4", help="run.malloc settings to compare")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "comm_volume.json"))
     args = p.parse_args()
 
@@ -95,9 +96,9 @@ def main() -> None:
             f"N={n:,} E={args.edges:,} T={t} F=F_h={f} float32; bound N*T*(2F+2F_h)*4 = {bound:,} B; "
             f"import-only process {import_only / 2**20:,.0f} MiB"
         )
-        for mib in [int(x) for x in args.mmap_threshold_mib.split(",")]:
-            setting = ["--run.mmap_threshold_mib", str(mib)]
-            print(f"\nrun.mmap_threshold_mib = {mib}" + (" (glibc's default)" if mib == 0 else ""))
+        for policy in args.malloc.split(","):
+            setting, name = ["--run.malloc", policy], policy.replace(":", "")
+            print(f"\nrun.malloc = {policy}")
             print(
                 f"{'P':>3} {'comm_bytes':>14} {'formula':>14} {'ok':>3} {'<= bound':>8} {'grad_sync':>11} "
                 f"{'overhead MiB':>12} {'peak/rank MiB':>14} {'target MiB':>10} {'met':>4} {'train s':>8}"
@@ -105,14 +106,14 @@ def main() -> None:
             single = None
             for world in worlds:
                 last = run(
-                    world, [*link_training_args(store, Path(tmp) / f"run-{mib}-{world}", f, args.epochs), *setting]
+                    world, [*link_training_args(store, Path(tmp) / f"run-{name}-{world}", f, args.epochs), *setting]
                 )
                 fixed = run(
-                    world, [*link_training_args(tiny, Path(tmp) / f"tiny-{mib}-{world}", f, args.epochs), *setting]
+                    world, [*link_training_args(tiny, Path(tmp) / f"tiny-{name}-{world}", f, args.epochs), *setting]
                 )
                 formula = 4 * all_to_all_bytes(block_ranges(t, world), block_ranges(n, world, "nodes"), f, 4)
                 row = {
-                    "mmap_threshold_mib": mib,
+                    "malloc": policy,
                     "P": world,
                     "comm_bytes": last["comm_bytes"],
                     "formula": formula,

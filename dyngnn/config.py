@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dyngnn import malloc
 from dyngnn.errors import InputError
 
 
@@ -142,16 +143,15 @@ class RunConfig:
     """Show progress bars (rank 0, interactive terminals)."""
     tensorboard: bool = False
     """Also log metrics to TensorBoard under `dir/tb` (needs the tensorboard package)."""
-    mmap_threshold_mib: int = 0
-    """glibc only: blocks of this many MiB and more come from mmap and go back to the OS when freed (lower peak memory per rank at P >= 4, slower where large blocks are reused); 0: glibc's default."""
+    malloc: str = "reuse"
+    """glibc only, process-wide: `reuse` keeps freed memory in the process for the next epoch's tensors (fastest; memory stays at its high-water mark), `glibc` leaves glibc's policy, `mmap:N` returns freed blocks of N MiB (1..32) and more to the OS (lowest memory per rank, slower). MALLOC_* variables in the environment win."""
     stop_signal: str = "USR1"
     """On this signal, finish the current epoch, checkpoint and exit with status 0, ready to resume (SLURM `--signal`); empty: off."""
 
     def validate(self) -> None:
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise InputError("run.checkpoint_every and run.keep_checkpoints must be >= 1")
-        if self.mmap_threshold_mib < 0:
-            raise InputError(f"run.mmap_threshold_mib {self.mmap_threshold_mib}: must be >= 0 (0: glibc's default)")
+        malloc.parse(self.malloc)
         signal_number(self.stop_signal)
 
 

@@ -186,10 +186,11 @@ class LinkTask:
         mine = tuple(t for t in self.split.train if t0 <= t < t0 + h_TNH.shape[0])
         u, v, n = self._batch(mine, targets, self.negatives, self.seed, epoch, cap=self.max_positives, t0=t0)
         u, v, n = u.to(h_TNH.device), v.to(h_TNH.device), n.to(h_TNH.device)
-        h = h_TNH.reshape(-1, h_TNH.shape[2])
-        hu = h[u]
-        pos_logit = decoder(hu, h[v])
-        neg_logit = decoder(hu.unsqueeze(1).expand(-1, n.shape[1], -1), h[n])
+        # one gather, so the backward pass is one scatter into one full-size gradient
+        rows = h_TNH.reshape(-1, h_TNH.shape[2]).index_select(0, torch.cat([u, v, n.reshape(-1)]))
+        hu, hv, hn = rows.split([len(u), len(v), n.numel()])
+        pos_logit = decoder(hu, hv)
+        neg_logit = decoder(hu.unsqueeze(1).expand(-1, n.shape[1], -1), hn.reshape(*n.shape, -1))
         total = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit), reduction="sum")
         total = total + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="sum")
         return total, pos_logit.numel() + neg_logit.numel()

@@ -18,29 +18,6 @@ def _fmt(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-def return_freed_memory(mib: int) -> bool:
-    """Make glibc serve blocks of ``mib`` MiB and more from ``mmap``, so that freed tensors
-    go back to the operating system (``run.mmap_threshold_mib``).
-
-    By default glibc raises that threshold as large blocks are freed, up to 32 MiB. The
-    tensors of a rank's share (a few MiB to tens of MiB) then stay in its heap after use,
-    and peak memory per rank stops shrinking with the number of ranks. A fixed threshold
-    costs fresh pages for every large block, which slows a run that reuses many of them.
-    An explicit ``MALLOC_MMAP_THRESHOLD_`` in the environment wins. Returns whether it was set.
-    """
-    import ctypes
-    import os
-
-    if mib <= 0 or "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, ...)
-        return False
-    m_mmap_threshold = -3
-    return bool(libc.mallopt(m_mmap_threshold, mib << 20))
-
-
 def run(argv: list[str]) -> int:
     """Train as configured by ``argv``; the process group, if any, is closed on the way out."""
     import torch.distributed as dist
@@ -57,7 +34,6 @@ def _train(argv: list[str]) -> int:
     from dyngnn.trainer import Trainer
 
     cfg = parse_cli(argv)
-    return_freed_memory(cfg.run.mmap_threshold_mib)
     trainer = Trainer(cfg)
     if not trainer.is_main:  # other ranks report warnings and errors only
         logging.getLogger("dyngnn").setLevel(logging.WARNING)

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from dyngnn import malloc
 from dyngnn.config import Config, DataConfig, signal_number
 from dyngnn.data.store import DeltaStore
 from dyngnn.distributed import (
@@ -174,6 +175,7 @@ class Trainer:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        malloc.apply(cfg.run.malloc)
         info = init_distributed(cfg.run.device)
         self.rank, self.world = info.rank, info.world_size
         self.device = resolve_device(cfg.run.device) if self.world == 1 else info.device

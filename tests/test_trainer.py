@@ -118,7 +118,11 @@ def test_node_regression_on_targets(tmp_path):
         (["--transfer.mode", "fast"], "expected one of 'full', 'delta', 'resident'"),
         (["--data.store", "/nonexistent/store"], "/nonexistent/store: no such store directory"),
         (["--run.stop_signal", "USR9"], "run.stop_signal 'USR9': not a signal name"),
-        (["--run.mmap_threshold_mib", "-1"], "run.mmap_threshold_mib -1: must be >= 0"),
+        (
+            ["--run.malloc", "mmap:64"],
+            "run.malloc 'mmap:64': expected 'reuse', 'glibc' or 'mmap:N' with N MiB in 1..32",
+        ),
+        (["--run.malloc", "jemalloc"], "run.malloc 'jemalloc': expected 'reuse', 'glibc' or 'mmap:N'"),
         (["--run.keep_checkpoints", "0"], "run.checkpoint_every and run.keep_checkpoints must be >= 1"),
     ],
 )
@@ -128,34 +132,77 @@ def test_bad_settings_are_one_line(cli, tmp_path, args, expect):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_mmap_threshold_setting_keeps_the_numbers(tiny, tmp_path):
+def test_malloc_settings_keep_the_numbers(tiny, tmp_path):
     """The allocator setting changes where memory comes from, never the results."""
     import subprocess
     import sys
 
-    for mib in ("0", "4"):
-        args = small(tiny, tmp_path / mib, "--run.mmap_threshold_mib", mib)
+    settings = ("reuse", "glibc", "mmap:4")
+    for i, setting in enumerate(settings):
+        args = small(tiny, tmp_path / str(i), "--run.malloc", setting)
         done = subprocess.run([sys.executable, "-m", "dyngnn.train", *args], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
-    assert [r.get("train_loss") for r in read_metrics(tmp_path / "0")] == [
-        r.get("train_loss") for r in read_metrics(tmp_path / "4")
-    ]
+    losses = [[r["train_loss"] for r in read_metrics(tmp_path / str(i)) if "train_loss" in r] for i in range(3)]
+    assert losses[0] == losses[1] == losses[2] and len(losses[0]) == 3
 
 
-def test_mmap_threshold_is_set_only_when_asked(monkeypatch):
+def test_malloc_policy_is_applied_unless_the_environment_decides(monkeypatch):
+    import ctypes
     import platform
     import sys
 
-    from dyngnn.train import return_freed_memory
+    from dyngnn import malloc
 
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        pytest.skip("run.mmap_threshold_mib applies to glibc on Linux only")
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    assert return_freed_memory(0) is False
+        pytest.skip("run.malloc applies to glibc on Linux only")
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GLIBC_TUNABLES", "")
+    assert malloc.apply("glibc") is False
     # 32 MiB: the ceiling glibc's own threshold grows to, so the rest of this process is not slowed
-    assert return_freed_memory(32) is True
+    assert malloc.apply("mmap:32") is True
+    assert malloc.apply("reuse") is True
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
-    assert return_freed_memory(4) is False  # the environment wins
+    assert malloc.apply("mmap:4") is False  # the environment wins
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
+    assert malloc.apply("reuse") is False
+
+    # where a 64 MiB block comes from: mmap'ed memory (mallinfo2's hblkhd) under mmap:32, the heap under reuse
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (f, ctypes.c_size_t)
+            for f in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def mapped_while_held() -> int:
+        before = libc.mallinfo2().hblkhd
+        block = libc.malloc(64 << 20)
+        during = libc.mallinfo2().hblkhd
+        libc.free(block)
+        return during - before
+
+    monkeypatch.setenv("GLIBC_TUNABLES", "")
+    assert malloc.apply("mmap:32") is True
+    assert mapped_while_held() >= 64 << 20
+    assert malloc.apply("reuse") is True
+    assert mapped_while_held() == 0
 
 
 def test_bad_toml_config(cli, tmp_path):
