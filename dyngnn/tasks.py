@@ -187,10 +187,11 @@ class LinkTask:
         u, v, n = self._batch(mine, targets, self.negatives, self.seed, epoch, cap=self.max_positives, t0=t0)
         u, v, n = u.to(h_TNH.device), v.to(h_TNH.device), n.to(h_TNH.device)
         # one gather, so the backward pass is one scatter into one full-size gradient
-        rows = h_TNH.reshape(-1, h_TNH.shape[2]).index_select(0, torch.cat([u, v, n.reshape(-1)]))
+        width = h_TNH.shape[2]
+        rows = h_TNH.reshape(-1, width).index_select(0, torch.cat([u, v, n.reshape(-1)]))
         hu, hv, hn = rows.split([len(u), len(v), n.numel()])
         pos_logit = decoder(hu, hv)
-        neg_logit = decoder(hu.unsqueeze(1).expand(-1, n.shape[1], -1), hn.reshape(*n.shape, -1))
+        neg_logit = decoder(hu.unsqueeze(1).expand(-1, n.shape[1], -1), hn.reshape(*n.shape, width))
         total = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit), reduction="sum")
         total = total + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="sum")
         return total, pos_logit.numel() + neg_logit.numel()

@@ -351,7 +351,7 @@ class Trainer:
             if self.cfg.task.kind == "node":
                 parts.append(self.task.features(snap.t).to(self.dtype))
             x = torch.cat(parts, dim=1) if parts else None
-            graphs.append(GraphInput(snap.t, *norm, x))
+            graphs.append(GraphInput(snap.t, norm, x))
             targets[snap.t] = snap.keys
             if bar is not None:
                 bar.update(1)

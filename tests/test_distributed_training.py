@@ -75,7 +75,7 @@ def single(store, tmp_path_factory):
 def test_ranks_reproduce_single_process_training(ranks, runs, store, single, tmp_path, kind, world):
     procs = ranks(world, ["-m", "dyngnn.train", *settings(store, tmp_path / "run", kind)])
     for p in procs:
-        assert p.returncode == 0, p.stderr[-3000:]
+        assert p.returncode == 0, "\n".join(q.stderr[-3000:] for q in procs)
     ours, ref = runs.metrics(tmp_path / "run"), runs.metrics(single[kind])
     assert [m["world_size"] for m in ours] == [world] * 4
     np.testing.assert_allclose([m["train_loss"] for m in ours[:-1]], [m["train_loss"] for m in ref[:-1]], rtol=1e-9)

@@ -146,63 +146,55 @@ def test_malloc_settings_keep_the_numbers(tiny, tmp_path):
     assert losses[0] == losses[1] == losses[2] and len(losses[0]) == 3
 
 
-def test_malloc_policy_is_applied_unless_the_environment_decides(monkeypatch):
-    import ctypes
-    import platform
-    import sys
+MAPPED_WHILE_HELD = """
+import ctypes, sys
+from dyngnn import malloc
 
-    from dyngnn import malloc
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_size_t) for f in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+applied = malloc.apply(sys.argv[1])
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(64 << 20)
+during = libc.mallinfo2().hblkhd
+libc.free(block)
+print(applied, during - before)
+"""
+
+
+def test_malloc_policy_is_applied_unless_the_environment_decides():
+    """Where a 64 MiB block comes from, in a fresh process: mmap'ed memory (mallinfo2's
+    hblkhd) under glibc's policy and mmap:N, the heap under reuse; the environment wins."""
+    import os
+    import platform
+    import subprocess
+    import sys
 
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         pytest.skip("run.malloc applies to glibc on Linux only")
-    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GLIBC_TUNABLES", "")
-    assert malloc.apply("glibc") is False
-    # 32 MiB: the ceiling glibc's own threshold grows to, so the rest of this process is not slowed
-    assert malloc.apply("mmap:32") is True
-    assert malloc.apply("reuse") is True
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
-    assert malloc.apply("mmap:4") is False  # the environment wins
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
-    assert malloc.apply("reuse") is False
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
 
-    # where a 64 MiB block comes from: mmap'ed memory (mallinfo2's hblkhd) under mmap:32, the heap under reuse
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [
-            (f, ctypes.c_size_t)
-            for f in (
-                "arena",
-                "ordblks",
-                "smblks",
-                "hblks",
-                "hblkhd",
-                "usmblks",
-                "fsmblks",
-                "uordblks",
-                "fordblks",
-                "keepcost",
-            )
-        ]
+    def mapped(policy: str, **env: str) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", MAPPED_WHILE_HELD, policy], env=clean | env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        applied, size = out.stdout.split()
+        return applied, int(size)
 
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-
-    def mapped_while_held() -> int:
-        before = libc.mallinfo2().hblkhd
-        block = libc.malloc(64 << 20)
-        during = libc.mallinfo2().hblkhd
-        libc.free(block)
-        return during - before
-
-    monkeypatch.setenv("GLIBC_TUNABLES", "")
-    assert malloc.apply("mmap:32") is True
-    assert mapped_while_held() >= 64 << 20
-    assert malloc.apply("reuse") is True
-    assert mapped_while_held() == 0
+    applied, size = mapped("glibc")
+    assert applied == "False" and size >= 64 << 20
+    applied, size = mapped("mmap:32")
+    assert applied == "True" and size >= 64 << 20
+    assert mapped("reuse") == ("True", 0)
+    # the environment wins: glibc's mmap stays on
+    assert mapped("reuse", MALLOC_MMAP_THRESHOLD_="1048576")[0] == "False"
+    assert mapped("reuse", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1048576")[1] >= 64 << 20
 
 
 def test_bad_toml_config(cli, tmp_path):

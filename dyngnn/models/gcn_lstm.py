@@ -19,7 +19,6 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn import GCNConv
-from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
@@ -29,46 +28,73 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+class Adjacency:
+    """One snapshot's normalised adjacency ``D^-1/2 (A + I) D^-1/2``, as GCNConv uses it.
+
+    Kept as its off-diagonal edges plus its diagonal (every node has exactly one
+    self-loop), so that products apply the loops as an elementwise scale rather than as
+    N more messages. The CSR matrices of the CPU products are built on first use and
+    kept, so a snapshot shared by several passes (training and evaluation, or an
+    unchanged next snapshot) builds them once.
+
+    Attributes:
+        edge_index: ``int64 [2, E]`` edges ``(source, target)`` without self-loops.
+        edge_weight: ``[E]`` their normalised weights ``d_i^-1/2 w_ij d_j^-1/2``.
+        loop_weight: ``[N]`` the diagonal: each node's normalised self-loop weight.
+    """
+
+    def __init__(self, edge_index: torch.Tensor, edge_weight: torch.Tensor, loop_weight: torch.Tensor) -> None:
+        self.edge_index, self.edge_weight, self.loop_weight = edge_index, edge_weight, loop_weight
+        self._csr: dict[str, torch.Tensor] = {}
+
+    @property
+    def num_nodes(self) -> int:
+        return self.loop_weight.shape[0]
+
+    def matrix(self, rows: str) -> torch.Tensor:
+        """The off-diagonal part as an ``[N, N]`` CSR matrix, with rows indexed by the
+        edges' ``"target"`` (the matrix that gathers messages in) or ``"source"`` (its
+        transpose)."""
+        if rows not in self._csr:
+            r, c = self.edge_index if rows == "source" else self.edge_index.flip(0)
+            self._csr[rows] = _csr(r, c, self.edge_weight, self.num_nodes)
+        return self._csr[rows]
+
+
 @dataclass
 class GraphInput:
     """One snapshot prepared for the GCN: its normalised adjacency and node inputs.
 
-    The normalised adjacency ``D^-1/2 (A + I) D^-1/2`` is kept as its off-diagonal edges
-    plus its diagonal: every node has exactly one self-loop, so the loops are an
-    elementwise scale rather than N more messages to gather and scatter.
-
     Attributes:
         t: snapshot index (keys the dropout generator).
-        edge_index: ``int64 [2, E]`` edges without self-loops.
-        edge_weight: ``[E]`` their normalised weights ``d_i^-1/2 w_ij d_j^-1/2``.
-        loop_weight: ``[N]`` the diagonal: each node's normalised self-loop weight.
+        adj: the normalised adjacency.
         x: ``[N, I]`` node inputs, or None when the model only uses its embedding.
     """
 
     t: int
-    edge_index: torch.Tensor
-    edge_weight: torch.Tensor
-    loop_weight: torch.Tensor
+    adj: Adjacency
     x: torch.Tensor | None
 
 
 def normalize(
     edge_index: torch.Tensor, edge_weight: torch.Tensor | None, num_nodes: int, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """GCN normalisation with self-loops (PyG's ``gcn_norm``, the numbers ``GCNConv`` uses).
+) -> Adjacency:
+    """GCN normalisation with self-loops: the numbers of PyG's ``gcn_norm`` (``GCNConv``).
 
-    Existing self-loops keep their weight; nodes without one get weight 1.
-
-    Returns:
-        ``(edge_index [2, E'] without loops, their weights [E'], loop weights [N])``.
+    Existing self-loops keep their weight; nodes without one get weight 1. Degrees count
+    the weights of the edges into a node, its self-loop included.
     """
-    w = None if edge_weight is None else edge_weight.to(dtype)
-    if w is None:
-        w = torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
-    ei, w = gcn_norm(edge_index, w, num_nodes, add_self_loops=True, dtype=dtype)
-    is_loop = ei[0] == ei[1]
-    loops = torch.zeros(num_nodes, dtype=dtype, device=ei.device).index_add_(0, ei[0][is_loop], w[is_loop])
-    return ei[:, ~is_loop], w[~is_loop], loops
+    src, dst = edge_index
+    w = torch.ones(src.shape[0], dtype=dtype, device=src.device) if edge_weight is None else edge_weight.to(dtype)
+    loops = torch.ones(num_nodes, dtype=dtype, device=src.device)
+    is_loop = src == dst
+    if bool(is_loop.any()):
+        loops[src[is_loop]] = w[is_loop]
+        keep = ~is_loop
+        src, dst, w = src[keep], dst[keep], w[keep]
+    deg = torch.zeros(num_nodes, dtype=dtype, device=src.device).index_add_(0, dst, w) + loops
+    dinv = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
+    return Adjacency(torch.stack([src, dst]), dinv[src] * w * dinv[dst], dinv * loops * dinv)
 
 
 def structural_features(edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -165,8 +191,8 @@ class GCNLSTM(nn.Module):
         h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         gen = keyed_generator(h.device, *key, g.t) if self.training and self.dropout else None
         loops = torch.arange(self.num_nodes, device=h.device)
-        edge_index = torch.cat([g.edge_index, torch.stack([loops, loops])], dim=1)
-        edge_weight = torch.cat([g.edge_weight, g.loop_weight])
+        edge_index = torch.cat([g.adj.edge_index, torch.stack([loops, loops])], dim=1)
+        edge_weight = torch.cat([g.adj.edge_weight, g.adj.loop_weight])
         for i, conv in enumerate(self.convs):
             if gen is not None:
                 h = keyed_dropout(h, self.dropout, gen)
@@ -179,21 +205,14 @@ class GCNLSTM(nn.Module):
         """``z_TNF`` for several snapshots at once, as one block-diagonal graph.
 
         The parameters and arithmetic of :meth:`gcn` (a ``GCNConv`` per snapshot), with
-        one sparse product per layer instead of one call per snapshot; results agree up
-        to the order of floating-point sums. Self-loops are the diagonal of the
-        normalised adjacency and are applied as an elementwise scale. On CPU the
-        off-diagonal part is a CSR matrix (edges arrive sorted by source, which is the
-        CSR layout of its transpose), so no per-edge message tensor is materialised.
+        one dense product per layer for all snapshots and the propagation of
+        :func:`propagation`; results agree up to the order of floating-point sums.
         """
         n = self.num_nodes
         parts = [[p for p in (g.x, self.embedding) if p is not None] for g in graphs]
         h = torch.cat([p[0] if len(p) == 1 else torch.cat(p, dim=1) for p in parts])
         offsets = [i * n for i in range(len(graphs))]
-        src = torch.cat([g.edge_index[0] + o for g, o in zip(graphs, offsets, strict=True)])
-        dst = torch.cat([g.edge_index[1] + o for g, o in zip(graphs, offsets, strict=True)])
-        w = torch.cat([g.edge_weight for g in graphs])
-        loop_w = torch.cat([g.loop_weight for g in graphs]).unsqueeze(1)
-        propagate = propagation(src, dst, w, len(graphs) * n)
+        propagate = propagation([g.adj for g in graphs])
         gens = [keyed_generator(h.device, *key, g.t) for g in graphs] if self.training and self.dropout else None
         for i, conv in enumerate(self.convs):
             if gens is not None:
@@ -202,10 +221,9 @@ class GCNLSTM(nn.Module):
                 )
             # (A X) W = A (X W): propagate whichever side is narrower
             if conv.in_channels < conv.out_channels:
-                h = conv.lin(h * loop_w + propagate(h)) + conv.bias
+                h = _Affine.apply(propagate(h), conv.lin.weight, conv.bias)
             else:
-                h = conv.lin(h)
-                h = h * loop_w + propagate(h) + conv.bias
+                h = propagate(_Affine.apply(h, conv.lin.weight, None)) + conv.bias
             if i + 1 < len(self.convs):
                 h = self.act(h)
         return h.reshape(len(graphs), n, -1)
@@ -214,7 +232,8 @@ class GCNLSTM(nn.Module):
         """``z_TNF``: the GCN stage over a sequence, batched in chunks of snapshots.
 
         Chunks hold ``checkpoint_every`` snapshots when activation checkpointing is on
-        (recomputed in the backward pass), else as many as fit an edge budget.
+        (recomputed in the backward pass). Otherwise the CSR path takes the whole sequence
+        at once, and the message path as many snapshots as fit an edge budget.
         """
         chunk = self.checkpoint_every
         if chunk and torch.is_grad_enabled():
@@ -223,12 +242,14 @@ class GCNLSTM(nn.Module):
                 return self.gcn_batched(graphs[start : start + chunk], key)
 
             return torch.cat([checkpoint(run, s, use_reentrant=False) for s in range(0, len(graphs), chunk)])
+        if uses_csr(graphs[0].adj.edge_index.device):
+            return self.gcn_batched(graphs, key)
         pieces, start, edges = [], 0, 0
         for i, g in enumerate(graphs):
-            edges += g.edge_index.shape[1] + self.num_nodes
+            edges += g.adj.edge_index.shape[1] + self.num_nodes
             if edges > _EDGE_BUDGET and i > start:
                 pieces.append(self.gcn_batched(graphs[start:i], key))
-                start, edges = i, g.edge_index.shape[1] + self.num_nodes
+                start, edges = i, g.adj.edge_index.shape[1] + self.num_nodes
         pieces.append(self.gcn_batched(graphs[start:], key))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
@@ -263,53 +284,102 @@ def lstm_by_steps(lstm: nn.LSTM, x_TNI: torch.Tensor) -> torch.Tensor:
     return out
 
 
-_EDGE_BUDGET = 1 << 24  # edges (self-loops included) per batched GCN chunk
+_EDGE_BUDGET = 1 << 24  # edges (self-loops included) per batched GCN chunk on the message path
 
 
-def propagation(src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor, size: int, sparse: bool | None = None):
-    """``h -> A h`` for the adjacency ``A[dst, src] = w`` (``[size, size]``), differentiable in ``h``.
+def uses_csr(device: torch.device) -> bool:
+    """Whether :func:`propagation` multiplies by CSR matrices on ``device`` (on CPU)."""
+    return device.type == "cpu"
 
-    ``sparse`` (default: on CPU) uses CSR products: ``A`` (rows: targets) forward and
-    ``A^T`` (rows: sources, the order edges arrive in) backward, each a plain row-major
+
+def propagation(adjs: Sequence[Adjacency], sparse: bool | None = None):
+    """``h -> A h`` for the block-diagonal matrix of the normalised adjacencies ``adjs``.
+
+    ``h`` is ``[len(adjs) * N, F]``, the snapshots' node rows one after another. ``sparse``
+    (default: :func:`uses_csr`) multiplies each snapshot's rows by its CSR matrix, ``A``
+    (rows: targets) forward and ``A^T`` (rows: sources) backward, each a plain row-major
     product; torch's product with a transposed CSR matrix is several times slower.
-    Otherwise a gather and scatter of per-edge messages (the path for accelerators).
+    Otherwise the self-loops scale ``h`` and a gather and scatter of per-edge messages
+    adds the edges (the path for accelerators).
     """
-    if sparse if sparse is not None else src.device.type == "cpu":
-        a = _csr(dst, src, w, size)
-        a_t = _csr(src, dst, w, size)
-        return lambda h: _CsrProduct.apply(h, a, a_t)
-    w = w.unsqueeze(1)
-    return lambda h: torch.zeros_like(h).index_add_(0, dst, h[src] * w)
+    n = adjs[0].num_nodes
+    if sparse if sparse is not None else uses_csr(adjs[0].edge_index.device):
+        mats, mats_t = [adj.matrix("target") for adj in adjs], [adj.matrix("source") for adj in adjs]
+        loops = [adj.loop_weight for adj in adjs]
+        return lambda h: _BlockProduct.apply(h, mats, mats_t, loops)
+    src, dst = torch.cat([adj.edge_index + i * n for i, adj in enumerate(adjs)], dim=1)
+    w = torch.cat([adj.edge_weight for adj in adjs]).unsqueeze(1)
+    loops = torch.cat([adj.loop_weight for adj in adjs]).unsqueeze(1)
+    return lambda h: (h * loops).index_add_(0, dst, h[src] * w)
 
 
-def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
-    """The ``[size, size]`` CSR matrix with entries ``(rows[i], cols[i]) = values[i]``.
+def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``[n, n]`` CSR matrix with entries ``(rows[i], cols[i]) = values[i]``.
 
     Entries are put in row order by a stable sort (on int32 keys where they fit, which
-    torch sorts several times faster), so columns keep their order within a row.
+    torch sorts several times faster) when they are not in row order already, so
+    columns keep their given order within a row. Indices are int32 where they fit:
+    torch's CSR products run faster on them.
     """
+    small = len(rows) < 2**31 and n < 2**31
+    if small:
+        rows, cols = rows.int(), cols.int()
     if len(rows) > 1 and not bool((rows[1:] >= rows[:-1]).all()):
-        keys = rows.int() if size < 2**31 else rows
-        order = torch.sort(keys, stable=True).indices
-        rows, cols, values = rows[order], cols[order], values[order]
-    crow = torch.zeros(size + 1, dtype=torch.long)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=size), 0)
+        order = torch.sort(rows, stable=True).indices
+        cols, values = cols[order], values[order]
+    crow = torch.zeros(n + 1, dtype=cols.dtype, device=rows.device)
+    torch.cumsum(torch.bincount(rows, minlength=n), 0, out=crow[1:])
     with warnings.catch_warnings():  # torch flags its sparse CSR support as beta
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, cols, values, (size, size))
+        return torch.sparse_csr_tensor(crow, cols, values, (n, n))
 
 
-class _CsrProduct(torch.autograd.Function):
-    """``A @ h`` with ``A`` constant: the backward pass is ``A^T @ grad``, given as CSR too."""
+def _blockwise(mats: Sequence[torch.Tensor], loops: Sequence[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    """``[(L_0 + M_0) h_0; (L_1 + M_1) h_1; ...]`` for ``h`` cut into ``len(mats)`` row
+    blocks, ``L_i`` the diagonal matrix of ``loops[i]``; block by block, so that each
+    block's rows are still in cache for its sparse product."""
+    n, h = mats[0].shape[0], h.contiguous()
+    out = torch.empty_like(h)
+    for i, (m, loop) in enumerate(zip(mats, loops, strict=True)):
+        rows, block = h[i * n : (i + 1) * n], out[i * n : (i + 1) * n]
+        torch.mul(rows, loop.unsqueeze(1), out=block)
+        block.addmm_(m, rows)
+    return out
+
+
+class _BlockProduct(torch.autograd.Function):
+    """``A @ h`` for a constant block-diagonal ``A``, given as its diagonals and its
+    off-diagonal blocks as CSR matrices; the backward pass multiplies by the transposed
+    blocks, given as CSR matrices too."""
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, a: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
-        ctx.a_t = a_t
-        return a @ h
+    def forward(ctx, h: torch.Tensor, mats, mats_t, loops) -> torch.Tensor:
+        ctx.mats_t, ctx.loops = mats_t, loops
+        return _blockwise(mats, loops, h)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return ctx.a_t @ grad, None, None
+        return _blockwise(ctx.mats_t, ctx.loops, grad), None, None, None
+
+
+class _Affine(torch.autograd.Function):
+    """``x @ w.T + b`` (``b`` may be None) with the weight gradient computed as
+    ``(x.T @ g).T``: for a narrow ``x`` (a few input features over millions of rows) that
+    product is several times faster than ``g.T @ x``, the one ``nn.Linear`` uses."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        return x @ w.t() if b is None else torch.addmm(b, x, w.t())
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, w = ctx.saved_tensors
+        gx = g @ w if ctx.needs_input_grad[0] else None
+        gw = (x.t() @ g).t() if ctx.needs_input_grad[1] else None
+        gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
 
 
 class LinkDecoder(nn.Module):

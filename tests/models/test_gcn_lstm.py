@@ -33,7 +33,7 @@ def graphs(x):
     for t, edges in enumerate(SEQ):
         ei = torch.tensor([[s for s, _, _ in edges], [d for _, d, _ in edges]])
         w = torch.tensor([w for _, _, w in edges])
-        out.append(GraphInput(t, *normalize(ei, w, N, torch.float64), x[t]))
+        out.append(GraphInput(t, normalize(ei, w, N, torch.float64), x[t]))
     return out
 
 
@@ -139,22 +139,48 @@ def test_lstm_by_steps_equals_nn_lstm():
 
 @pytest.mark.parametrize("sorted_by_source", [True, False])
 def test_sparse_and_scatter_propagation_agree(sorted_by_source):
-    from dyngnn.models.gcn_lstm import propagation
+    from dyngnn.models.gcn_lstm import Adjacency, propagation
 
     torch.manual_seed(4)
-    src, dst = torch.randint(0, 50, (300,)), torch.randint(0, 50, (300,))
-    if sorted_by_source:
-        order = torch.argsort(src)
-        src, dst = src[order], dst[order]
-    w = torch.rand(300, dtype=torch.float64)
-    dense = torch.zeros(50, 50, dtype=torch.float64).index_put_((dst, src), w, accumulate=True)
-    h = torch.randn(50, 3, dtype=torch.float64, requires_grad=True)
-    g = torch.randn(50, 3, dtype=torch.float64)
+    n, blocks = 50, []
+    for _ in range(3):  # three snapshots as one block-diagonal matrix
+        src, dst = torch.randint(0, n, (300,)), torch.randint(0, n, (300,))
+        if sorted_by_source:
+            order = torch.argsort(src)
+            src, dst = src[order], dst[order]
+        keep = src != dst  # the diagonal is given apart
+        src, dst = src[keep], dst[keep]
+        w, loops = torch.rand(len(src), dtype=torch.float64), torch.rand(n, dtype=torch.float64)
+        blocks.append(Adjacency(torch.stack([src, dst]), w, loops))
+    dense = torch.block_diag(
+        *[torch.diag(a.loop_weight).index_put_((a.edge_index[1], a.edge_index[0]), a.edge_weight, True) for a in blocks]
+    )
+    h = torch.randn(3 * n, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3 * n, 4, dtype=torch.float64)
     for sparse in (True, False):
-        out = propagation(src, dst, w, 50, sparse=sparse)(h)
+        out = propagation(blocks, sparse=sparse)(h)
         torch.testing.assert_close(out, dense @ h)
         (grad,) = torch.autograd.grad(out, h, g)
         torch.testing.assert_close(grad, dense.T @ g)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_normalize_gives_the_numbers_of_pyg_gcn_norm(weighted):
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+    torch.manual_seed(5)
+    n = 40
+    keys = torch.unique(torch.randint(0, n * n, (300,)))  # unique pairs, some of them self-loops
+    ei = torch.stack([keys // n, keys % n])
+    assert bool((ei[0] == ei[1]).any())
+    w = torch.rand(ei.shape[1], dtype=torch.float64) + 0.5 if weighted else None
+    adj = normalize(ei, w, n, torch.float64)
+    ref_ei, ref_w = gcn_norm(ei, w, n, add_self_loops=True, dtype=torch.float64)
+    ref = torch.zeros(n, n, dtype=torch.float64).index_put_((ref_ei[1], ref_ei[0]), ref_w, accumulate=True)
+    mine = torch.diag(adj.loop_weight).index_put_((adj.edge_index[1], adj.edge_index[0]), adj.edge_weight, True)
+    torch.testing.assert_close(mine, ref, rtol=1e-14, atol=0)
+    assert not bool((adj.edge_index[0] == adj.edge_index[1]).any())
+    assert sorted(adj.edge_index.T.tolist()) == sorted(p for p in ei.T.tolist() if p[0] != p[1])
 
 
 def test_structural_features():
