@@ -1,7 +1,8 @@
 """Epoch time, bytes to the device and peak memory: dyngnn against PyTorch Geometric Temporal.
 
 Three ways to train link prediction with a GCN-LSTM on the same snapshots, each in its
-own process (so peak memory is its own):
+own process (so peak memory is its own), under a chosen allocator policy (``NAME@POLICY``
+in ``--impls``, see :func:`child`):
 
 - ``dyngnn``: the Trainer, snapshots streamed as deltas (``--mode``), batched GCN stage,
   the LSTM over time (cuDNN's on a GPU, fused cell steps on a CPU).
@@ -89,6 +90,8 @@ def run_dyngnn(store: str, args) -> dict:
                 args.mode,
                 "--training.epochs",
                 str(args.epochs),
+                "--run.malloc",
+                args.malloc or "reuse",
             ]
         )
         trainer = Trainer(cfg)
@@ -189,7 +192,18 @@ def run_lstm_only(store: str, args) -> dict:
 
 
 def child(args) -> None:
-    """One measurement in this process; prints one JSON line."""
+    """One measurement in this process; prints one JSON line.
+
+    ``--impl NAME@POLICY`` runs NAME under the ``run.malloc`` policy POLICY (dyngnn's
+    setting, for dyngnn; applied to this process for the others). Without ``@``, dyngnn
+    runs with its default (``reuse``) and the others with glibc's own policy, as their
+    users run them.
+    """
+    from dyngnn import malloc
+
+    args.impl, _, args.malloc = args.impl.partition("@")
+    if args.impl != "dyngnn" and args.malloc:
+        malloc.apply(args.malloc)
     if args.impl == "dyngnn":
         out = run_dyngnn(args.store, args)
     elif args.impl == "lstm-only":
@@ -232,7 +246,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--mode", default="delta", choices=["full", "delta", "resident"])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--impls", default="dyngnn,pygt-loop,pygt-gclstm")
+    p.add_argument("--impls", default="dyngnn,pygt-loop,pygt-loop@reuse,pygt-gclstm")
     p.add_argument("--skip-bitcoin", action="store_true")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "train_compare.json"))
     args = p.parse_args()
@@ -310,8 +324,8 @@ def main() -> None:
             base = {r["impl"]: r for r in results if r["case"] == name}
             if "dyngnn" in base:
                 d = base["dyngnn"]
-                for other in ("pygt-loop", "pygt-gclstm"):
-                    if other in base:
+                for other in base:
+                    if other.startswith("pygt"):
                         print(
                             f"  speed-up over {other}: {base[other]['median_epoch_seconds'] / d['median_epoch_seconds']:.1f}x"
                         )

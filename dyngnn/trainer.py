@@ -222,6 +222,7 @@ class Trainer:
             m.dropout,
             m.embedding_dim,
             m.checkpoint_every,
+            m.compile,
         )
         self.head = (
             LinkDecoder(m.hidden, cfg.task.decoder)

@@ -113,7 +113,7 @@ def test_node_regression_on_targets(tmp_path):
 @pytest.mark.parametrize(
     ("args", "expect"),
     [
-        (["--model.hiden", "8"], "unknown config key 'model.hiden'; did you mean model.hidden?"),
+        (["--model.hiden", "8"], "unknown config key 'model.hiden'; did you mean model.hidden"),
         (["--training.epochs", "three"], "training.epochs = 'three': expected int"),
         (["--transfer.mode", "fast"], "expected one of 'full', 'delta', 'resident'"),
         (["--data.store", "/nonexistent/store"], "/nonexistent/store: no such store directory"),

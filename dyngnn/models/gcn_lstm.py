@@ -11,6 +11,7 @@ from the global RNG, so the same masks are drawn however the snapshots are proce
 from __future__ import annotations
 
 import itertools
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn import GCNConv
+
+log = logging.getLogger("dyngnn")
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
@@ -136,6 +139,9 @@ class GCNLSTM(nn.Module):
         embedding_dim: a learnable ``[N, embedding_dim]`` input beside ``x`` (0: none).
         checkpoint_every: recompute the GCN stage in chunks of this many snapshots in
             the backward pass instead of storing its activations (0: off).
+        compile: ``on``, ``off`` or ``auto``: run the CPU LSTM steps as fused kernels
+            built by ``torch.compile`` (:func:`lstm_by_steps`); ``auto`` does where a
+            step holds at least ``2**20`` values (nodes x width).
 
     Shapes:
         input: a sequence of T :class:`GraphInput`; output ``h_TNH`` ``[T, N, H]``.
@@ -152,6 +158,7 @@ class GCNLSTM(nn.Module):
         dropout: float = 0.0,
         embedding_dim: int = 0,
         checkpoint_every: int = 0,
+        compile: str = "auto",
     ) -> None:
         super().__init__()
         if in_dim + embedding_dim <= 0:
@@ -164,9 +171,11 @@ class GCNLSTM(nn.Module):
             raise ValueError(f"GCNLSTM: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"GCNLSTM: dropout must be in [0, 1), got {dropout}")
+        if compile not in ("auto", "on", "off"):
+            raise ValueError(f"GCNLSTM: compile must be 'auto', 'on' or 'off', got {compile!r}")
         self.num_nodes, self.hidden, self.dropout = num_nodes, hidden, dropout
         self.act = ACTIVATIONS[activation]
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every, self.compile = checkpoint_every, compile
         self.embedding = nn.Parameter(torch.empty(num_nodes, embedding_dim)) if embedding_dim else None
         dims = [in_dim + embedding_dim] + [hidden] * gcn_layers
         self.convs = nn.ModuleList(
@@ -256,20 +265,28 @@ class GCNLSTM(nn.Module):
     def temporal(self, z_TNF: torch.Tensor) -> torch.Tensor:
         """``h_TNH``: the LSTM over the time axis for every node.
 
-        On accelerators ``nn.LSTM`` (cuDNN); on CPU the same parameters stepped with the
-        fused ``torch.lstm_cell``, whose backward pass is faster there than the one of
-        the fused whole-sequence kernel.
+        On accelerators ``nn.LSTM`` (cuDNN); on CPU the same parameters stepped one
+        snapshot at a time (:func:`lstm_by_steps`), whose backward pass is faster there
+        than the one of the whole-sequence kernel.
         """
         if z_TNF.device.type != "cpu":
             return self.lstm(z_TNF)[0]
-        return lstm_by_steps(self.lstm, z_TNF)
+        fused = self.compile == "on" or (self.compile == "auto" and z_TNF.shape[1] * self.hidden >= 2**20)
+        return lstm_by_steps(self.lstm, z_TNF, fused)
 
     def forward(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
         return self.temporal(self.encode_snapshots(graphs, key))
 
 
-def lstm_by_steps(lstm: nn.LSTM, x_TNI: torch.Tensor) -> torch.Tensor:
-    """``nn.LSTM``'s output (time-major, zero initial state), one ``lstm_cell`` per step."""
+def lstm_by_steps(lstm: nn.LSTM, x_TNI: torch.Tensor, fused: bool = False) -> torch.Tensor:
+    """``nn.LSTM``'s output (time-major, zero initial state), one step per snapshot.
+
+    A step is ``torch.lstm_cell``, or with ``fused`` the same arithmetic as one kernel
+    per pass built by ``torch.compile`` (:func:`_fused_step`): the gates' elementwise
+    work then reads and writes memory once instead of once per operation, forward and
+    backward. Where no kernel can be built, the plain step runs instead.
+    """
+    step = _fused_step() if fused else None
     out = x_TNI
     for layer in range(lstm.num_layers):
         w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
@@ -278,10 +295,47 @@ def lstm_by_steps(lstm: nn.LSTM, x_TNI: torch.Tensor) -> torch.Tensor:
         c = torch.zeros_like(h)
         steps = []
         for x in out.unbind(0):  # unbind: one stack in the backward pass, not T full-size zero fills
-            h, c = torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
+            if step is not None:
+                try:
+                    h, c = step(x, h, c, w_ih, w_hh, b_ih, b_hh)
+                except Exception as e:  # any failure to build the kernel
+                    _fused_step.fail(e)
+                    step = None
+            if step is None:
+                h, c = torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
             steps.append(h)
         out = torch.stack(steps)
     return out
+
+
+def _lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """One LSTM step, the arithmetic of ``torch.lstm_cell`` (gates i, f, g, o)."""
+    i, f, g, o = (torch.addmm(b_ih, x, w_ih.t()) + torch.addmm(b_hh, h, w_hh.t())).chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class _FusedStep:
+    """:func:`_lstm_step` through ``torch.compile``, built on first use; after a failure
+    (no C++ compiler, say) None, with one warning."""
+
+    def __init__(self) -> None:
+        self._step, self._failed = None, False
+
+    def __call__(self):
+        if self._failed:
+            return None
+        if self._step is None:
+            self._step = torch.compile(_lstm_step, dynamic=False)
+        return self._step
+
+    def fail(self, error: Exception) -> None:
+        self._failed = True
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log.warning("model.compile: no fused LSTM kernel (%s); using torch.lstm_cell", first[:200])
+
+
+_fused_step = _FusedStep()
 
 
 _EDGE_BUDGET = 1 << 24  # edges (self-loops included) per batched GCN chunk on the message path

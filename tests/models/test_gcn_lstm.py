@@ -119,7 +119,9 @@ def test_batched_path_equals_gcnconv_per_snapshot():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
-def test_lstm_by_steps_equals_nn_lstm():
+@pytest.mark.parametrize("fused", [False, True])
+def test_lstm_by_steps_equals_nn_lstm(fused):
+    """Plain and fused (torch.compile) steps against nn.LSTM, outputs and all gradients."""
     from dyngnn.models.gcn_lstm import lstm_by_steps
 
     torch.manual_seed(3)
@@ -130,11 +132,36 @@ def test_lstm_by_steps_equals_nn_lstm():
     grads = [p.grad.clone() for p in lstm.parameters()] + [x.grad.clone()]
     lstm.zero_grad()
     x.grad = None
-    mine = lstm_by_steps(lstm, x)
+    mine = lstm_by_steps(lstm, x, fused=fused)
     mine.pow(2).sum().backward()
     torch.testing.assert_close(mine, ref, rtol=1e-12, atol=1e-14)
     for a, b in zip([p.grad for p in lstm.parameters()] + [x.grad], grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    with torch.no_grad():  # evaluation: no graph kept
+        torch.testing.assert_close(lstm_by_steps(lstm, x, fused=fused), ref, rtol=1e-12, atol=1e-14)
+
+
+def test_a_fused_step_that_cannot_be_built_falls_back_with_one_warning(monkeypatch, caplog):
+    from dyngnn.models import gcn_lstm
+
+    def no_compiler(*args):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n(details)")
+
+    failing = gcn_lstm._FusedStep()
+    failing._step = no_compiler
+    monkeypatch.setattr(gcn_lstm, "_fused_step", failing)
+    torch.manual_seed(3)
+    lstm = torch.nn.LSTM(3, 4).double()
+    x = torch.randn(5, 6, 3, dtype=torch.float64)
+    with caplog.at_level("WARNING", logger="dyngnn"):
+        out = gcn_lstm.lstm_by_steps(lstm, x, fused=True)
+        again = gcn_lstm.lstm_by_steps(lstm, x, fused=True)
+    torch.testing.assert_close(out, lstm(x)[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(again, out)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "model.compile: no fused LSTM kernel (InvalidCxxCompiler: No working C++ compiler found); using torch.lstm_cell"
+    ]
 
 
 @pytest.mark.parametrize("sorted_by_source", [True, False])
