@@ -94,7 +94,7 @@ class ModelConfig:
     checkpoint_every: int = 0
     """Recompute the GCN stage in chunks of this many snapshots to save memory (0: off)."""
     compile: Literal["auto", "on", "off"] = "auto"
-    """CPU: run each LSTM step as fused kernels built by torch.compile (needs a C++ compiler; the first build takes seconds, then it is cached); `auto`: where a step holds at least 2**20 values (nodes x hidden)."""
+    """CPU: run each LSTM step as fused kernels built by torch.compile (needs a C++ compiler; the first build takes seconds, then it is cached); `auto`: where a step holds at least 2**21 values (nodes x hidden)."""
 
     def validate(self) -> None:
         if self.hidden < 1 or self.gcn_layers < 1 or self.lstm_layers < 1:

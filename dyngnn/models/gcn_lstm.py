@@ -141,7 +141,7 @@ class GCNLSTM(nn.Module):
             the backward pass instead of storing its activations (0: off).
         compile: ``on``, ``off`` or ``auto``: run the CPU LSTM steps as fused kernels
             built by ``torch.compile`` (:func:`lstm_by_steps`); ``auto`` does where a
-            step holds at least ``2**20`` values (nodes x width).
+            step holds at least ``2**21`` values (nodes x width).
 
     Shapes:
         input: a sequence of T :class:`GraphInput`; output ``h_TNH`` ``[T, N, H]``.
@@ -265,13 +265,18 @@ class GCNLSTM(nn.Module):
     def temporal(self, z_TNF: torch.Tensor) -> torch.Tensor:
         """``h_TNH``: the LSTM over the time axis for every node.
 
-        On accelerators ``nn.LSTM`` (cuDNN); on CPU the same parameters stepped one
-        snapshot at a time (:func:`lstm_by_steps`), whose backward pass is faster there
-        than the one of the whole-sequence kernel.
+        On accelerators ``nn.LSTM`` (cuDNN). On CPU, by the size of one step (nodes x
+        width): large steps one snapshot at a time (:func:`lstm_by_steps`, fused by
+        ``torch.compile`` under ``compile``), whose backward pass is faster there than
+        the whole-sequence kernel's; smaller float32 steps through ``nn.LSTM``
+        (oneDNN's whole-sequence kernel), which saves the per-step overhead.
         """
         if z_TNF.device.type != "cpu":
             return self.lstm(z_TNF)[0]
-        fused = self.compile == "on" or (self.compile == "auto" and z_TNF.shape[1] * self.hidden >= 2**20)
+        large = z_TNF.shape[1] * self.hidden >= _LARGE_STEP
+        fused = self.compile == "on" or (self.compile == "auto" and large)
+        if not fused and not large and z_TNF.dtype == torch.float32:
+            return self.lstm(z_TNF)[0]
         return lstm_by_steps(self.lstm, z_TNF, fused)
 
     def forward(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
@@ -338,6 +343,7 @@ class _FusedStep:
 _fused_step = _FusedStep()
 
 
+_LARGE_STEP = 2**21  # values (nodes x width) from which CPU LSTM steps run one at a time
 _EDGE_BUDGET = 1 << 24  # edges (self-loops included) per batched GCN chunk on the message path
 
 

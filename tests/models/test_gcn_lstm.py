@@ -141,6 +141,23 @@ def test_lstm_by_steps_equals_nn_lstm(fused):
         torch.testing.assert_close(lstm_by_steps(lstm, x, fused=fused), ref, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize(("compile", "large_step"), [("auto", 2**21), ("off", 1), ("on", 2**21), ("auto", 1)])
+def test_every_cpu_lstm_path_gives_nn_lstm_numbers(monkeypatch, compile, large_step):
+    """float32: oneDNN's whole sequence (small steps), torch.lstm_cell steps, fused steps."""
+    from dyngnn.models import gcn_lstm
+
+    monkeypatch.setattr(gcn_lstm, "_LARGE_STEP", large_step)
+    torch.manual_seed(6)
+    model = GCNLSTM(N, 2, hidden=4, lstm_layers=2, compile=compile)
+    z = torch.randn(5, N, 4, requires_grad=True)
+    ref = model.lstm(z)[0]
+    (ref_grad,) = torch.autograd.grad(ref.pow(2).sum(), z)
+    out = model.temporal(z)
+    (grad,) = torch.autograd.grad(out.pow(2).sum(), z)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+
+
 def test_a_fused_step_that_cannot_be_built_falls_back_with_one_warning(monkeypatch, caplog):
     from dyngnn.models import gcn_lstm
 
