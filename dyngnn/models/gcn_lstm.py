@@ -287,7 +287,7 @@ def lstm_by_steps(lstm: nn.LSTM, x_TNI: torch.Tensor, fused: bool = False) -> to
     """``nn.LSTM``'s output (time-major, zero initial state), one step per snapshot.
 
     A step is ``torch.lstm_cell``, or with ``fused`` the same arithmetic as one kernel
-    per pass built by ``torch.compile`` (:func:`_fused_step`): the gates' elementwise
+    per pass built by ``torch.compile`` (:class:`_FusedStep`): the gates' elementwise
     work then reads and writes memory once instead of once per operation, forward and
     backward. Where no kernel can be built, the plain step runs instead.
     """
