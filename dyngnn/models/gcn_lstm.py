@@ -331,6 +331,7 @@ class _FusedStep:
         if self._failed:
             return None
         if self._step is None:
+            log.info("model.compile: building the fused LSTM step with torch.compile (first epoch; cached on disk)")
             self._step = torch.compile(_lstm_step, dynamic=False)
         return self._step
 
