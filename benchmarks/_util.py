@@ -109,3 +109,19 @@ def torchrun(world: int, *args: str) -> subprocess.CompletedProcess:
     if done.returncode:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{done.stderr[-3000:]}")
     return done
+
+
+def add_store_options(p) -> None:
+    """``--nodes --edges --snapshots --hidden``: the synthetic store of the multi-rank
+    benchmarks (``comm_volume.py``, ``scaling_model.py``), the same by default."""
+    p.add_argument("--nodes", type=int, default=20_000)
+    p.add_argument("--edges", type=int, default=100_000)
+    p.add_argument("--snapshots", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=32)
+
+
+def synthesize_store(path: Path, args) -> None:
+    """The store of :func:`add_store_options` at ``path`` (churn 1%, seed 0)."""
+    from dyngnn.data.synthetic import synthesize
+
+    synthesize(path, num_nodes=args.nodes, num_edges=args.edges, num_snapshots=args.snapshots, churn=0.01, seed=0)

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._util import link_training_args, torchrun  # noqa: E402
+from benchmarks._util import add_store_options, link_training_args, synthesize_store, torchrun  # noqa: E402
 
 IMPORT_ONLY = """
 import resource, torch, torch.distributed as dist, dyngnn.trainer
@@ -62,10 +62,7 @@ def run(world: int, args: list[str]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--nodes", type=int, default=20_000)
-    p.add_argument("--edges", type=int, default=100_000)
-    p.add_argument("--snapshots", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=32)
+    add_store_options(p)
     p.add_argument("--ranks", default="1,2,4,8")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--malloc", default="reuse,glibc,mmap:4", help="run.malloc settings to compare")
@@ -89,7 +86,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store, tiny = Path(tmp) / "store", Path(tmp) / "tiny"
-        synthesize(store, num_nodes=n, num_edges=args.edges, num_snapshots=t, churn=0.01, seed=0)
+        synthesize_store(store, args)
         synthesize(tiny, num_nodes=64, num_edges=256, num_snapshots=max(worlds) * 2, churn=0.01, seed=0)
         bound = n * t * (2 * f + 2 * f) * 4
         print(

@@ -39,7 +39,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._util import OUT_DIR, banner, link_training_args, print_table, torchrun, write_json  # noqa: E402
+from benchmarks._util import (  # noqa: E402
+    OUT_DIR,
+    add_store_options,
+    banner,
+    link_training_args,
+    print_table,
+    synthesize_store,
+    torchrun,
+    write_json,
+)
 
 PINGPONG = """
 import os, sys, time, torch, torch.distributed as dist
@@ -139,10 +148,7 @@ def predict(costs: dict[str, float], t: int, n: int, f: int, world: int, bandwid
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--nodes", type=int, default=20_000)
-    p.add_argument("--edges", type=int, default=100_000)
-    p.add_argument("--snapshots", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=32)
+    add_store_options(p)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--project-snapshots", type=int, default=1024)
     p.add_argument("--gpu-speedup", type=float, default=100.0, help="GPU rank compute speed / one core here")
@@ -152,12 +158,10 @@ def main() -> None:
     a = p.parse_args()
     print(banner())
 
-    from dyngnn.data.synthetic import synthesize
-
     n, t, f = a.nodes, a.snapshots, a.hidden
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
-        synthesize(store, num_nodes=n, num_edges=a.edges, num_snapshots=t, churn=0.01, seed=0)
+        synthesize_store(store, a)
 
         costs = measure_stages(link_training_args(store, Path(tmp) / "stages", f, 1), a.reps)
         latency, bandwidth = measure_link()
