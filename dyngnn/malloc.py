@@ -1,7 +1,7 @@
 """What the C allocator does with freed memory: the ``run.malloc`` setting (glibc only).
 
-An epoch allocates the same large tensors every time (a chunk's edges, every snapshot's
-activations, their gradients). glibc serves blocks of 32 MiB and more from fresh
+An epoch allocates the same large tensors every time (every snapshot's sparse matrices,
+activations and their gradients). glibc serves blocks of 32 MiB and more from fresh
 ``mmap`` pages and unmaps them when they are freed, so each epoch pays again for the
 kernel to fault in and zero every page; on CPU that is about a third of an epoch on a
 large graph (``benchmarks/RESULTS.md``). The settings:

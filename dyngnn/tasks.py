@@ -286,7 +286,8 @@ class NodeTask:
 
     @torch.no_grad()
     def reference(self, targets, split, gather=local) -> dict[str, float]:
-        """Same value as last step: predict ``y[t+1] = y[t]``."""
+        """Same value as last step: predict ``y[t+1] = y[t]``. Every process holds every
+        node's targets, so the reference is whole here and ``gather`` is not used."""
         return self._metrics(self.y[torch.tensor(split)], split, 0, local)
 
 
@@ -337,7 +338,8 @@ class NodeClassTask:
 
     @torch.no_grad()
     def reference(self, targets, split, gather=local) -> dict[str, float]:
-        """Same class as last step."""
+        """Same class as last step. Every process holds every node's targets, so the
+        reference is whole here and ``gather`` is not used."""
         return self._metrics(self.y[torch.tensor(split)], split, 0, local)
 
 
