@@ -126,12 +126,27 @@ class _Net(nn.Module):
         self.model, self.head = model, head
         self.link, self.layout, self.rank, self.group = link, layout, rank, group
 
-    def forward(self, graphs: list[GraphInput], key: tuple[int, ...] = ()) -> torch.Tensor:
+    def forward(self, graphs: list[GraphInput], key: tuple[int, ...] = (), horizon: int | None = None) -> torch.Tensor:
+        """The states; with ``horizon``, only those of snapshots before it are computed.
+
+        The LSTM is causal, so states before the horizon are the same either way: the
+        training pass stops after the last train transition instead of running, and
+        back-propagating zeros through, the validation and test snapshots. On one process
+        the GCN stops there too; across ranks every rank keeps its whole block (each
+        takes part in the all-to-all and in DDP's gradient sync) and the states past the
+        horizon come back as zeros, which the training loss does not read.
+        """
+        world = self.layout.world_size
+        if horizon is not None and world == 1:
+            graphs = graphs[:horizon]
         z = self.model.encode_snapshots(graphs, key)  # [T_r, N, F]
-        if self.layout.world_size > 1:
+        if world > 1:
             z = SnapshotsToNodes.apply(z, self.layout, self.rank, self.group)  # [T, N_r, F]
-        h = self.model.temporal(z)
-        if self.link and self.layout.world_size > 1:
+        steps = z.shape[0]
+        h = self.model.temporal(z if horizon is None else z[:horizon])
+        if self.link and world > 1:
+            if h.shape[0] < steps:
+                h = torch.cat([h, h.new_zeros(steps - h.shape[0], *h.shape[1:])])
             h = NodesToSnapshots.apply(h, self.layout, self.rank, self.group)  # [T_r, N, H]
         return h
 
@@ -204,6 +219,7 @@ class Trainer:
         self.layout = Layout(tuple(t_ranges), tuple(block_ranges(n, self.world, "nodes")))
         (self.t0, self.t1), (self.n0, self.n1) = self.layout.t_ranges[self.rank], self.layout.n_ranges[self.rank]
         self.split = Split.by_time(t, cfg.task.val_fraction, cfg.task.test_fraction)
+        self.horizon = self.split.train[-1] + 1  # the training loss reads no state from here on
         self.task = self._make_task()
         self.x = self._node_features()
         self.x_dim = 0 if self.x is None else self.x.shape[-1]
@@ -369,7 +385,7 @@ class Trainer:
         comm_stats.reset()
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        h = (self.ddp or self.net)(graphs, (self.cfg.training.seed, self.epoch))
+        h = (self.ddp or self.net)(graphs, (self.cfg.training.seed, self.epoch), self.horizon)
         total, count = self._task_loss(h, targets)
         # every rank divides by the global count; DDP averages over ranks, so multiplying by
         # the world size makes the gradients those of single-process training

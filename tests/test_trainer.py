@@ -323,3 +323,34 @@ def test_node_classification_on_class_targets(tmp_path, cli):
     DeltaStore.from_snapshots(floats, path=tmp_path / "f")
     r = cli("train", *small(tmp_path / "f", tmp_path / "run2", "--task.kind", "node", "--task.targets", "classes"))
     assert r.code == 2 and "needs integer targets" in r.err and str(tmp_path / "f") in r.err
+
+
+@pytest.mark.parametrize("kind", ["link", "node"])
+def test_training_pass_stops_at_the_horizon_with_the_same_loss_and_gradients(tiny, tmp_path, kind):
+    """The training pass computes states up to the last train transition only; the loss
+    and every gradient equal those of the pass over the whole sequence."""
+    store = tiny
+    if kind == "node":
+        rng = np.random.default_rng(2)
+        keys = [np.unique(rng.integers(0, 49, 12)) for _ in range(12)]
+        y = np.cumsum(rng.random((12, 7)), axis=0)
+        store = tmp_path / "y"
+        DeltaStore.from_snapshots(Snapshots(7, np.arange(7), keys, y=y, y_per_snapshot=True), path=store)
+    args = small(store, tmp_path / "run", "--task.kind", kind, "--training.dtype", "float64", "--model.dropout", "0.3")
+    trainer = Trainer(parse_cli(args))
+    graphs, targets = trainer._prepare()
+    horizon = trainer.horizon
+    assert horizon < len(graphs) - 2  # validation and test snapshots lie past it
+    trainer.net.train()
+    results = []
+    for h_end in (None, horizon):
+        trainer.net.zero_grad(set_to_none=True)
+        h = trainer.net(graphs, (0, 1), h_end)
+        assert h.shape[0] == (len(graphs) if h_end is None else horizon)
+        total, count = trainer._task_loss(h, targets)
+        total.backward()
+        results.append((float(total), count, [p.grad.clone() for p in trainer.net.parameters()]))
+    (full, n_full, g_full), (cut, n_cut, g_cut) = results
+    assert n_full == n_cut and cut == pytest.approx(full, rel=1e-13)
+    for a, b in zip(g_full, g_cut, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-13)
