@@ -6,7 +6,8 @@ and reports per epoch:
 
 - ``comm_bytes`` measured in the all-to-alls (all ranks, forward and backward) against the
   formula ``4 * itemsize * F * (T*N - sum_r T_r*N_r)`` (Z out and the states back, F_h = F)
-  and against the bound ``N*T*(2F + 2F_h)*4`` that holds for any P;
+  over the snapshot blocks cut at the training horizon (the training pass exchanges no
+  later snapshot), and against the bound ``N*T*(2F + 2F_h)*4`` that holds for any P;
 - ``grad_sync_bytes`` (ring all-reduce of the gradients);
 - peak resident memory per rank (``metrics.jsonl`` sums it over ranks), beside the fixed
   per-process overhead: the per-rank peak of the same command, with the same P, on a graph
@@ -69,8 +70,10 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "comm_volume.json"))
     args = p.parse_args()
 
+    from dyngnn.config import TaskConfig
     from dyngnn.data.synthetic import synthesize
-    from dyngnn.distributed import all_to_all_bytes, block_ranges
+    from dyngnn.distributed import Layout, all_to_all_bytes, block_ranges
+    from dyngnn.tasks import Split
 
     n, t, f = args.nodes, args.snapshots, args.hidden
     import_only = int(
@@ -89,8 +92,10 @@ def main() -> None:
         synthesize_store(store, args)
         synthesize(tiny, num_nodes=64, num_edges=256, num_snapshots=max(worlds) * 2, churn=0.01, seed=0)
         bound = n * t * (2 * f + 2 * f) * 4
+        task = TaskConfig()  # the trainer's default split
+        horizon = Split.by_time(t, task.val_fraction, task.test_fraction).train[-1] + 1
         print(
-            f"N={n:,} E={args.edges:,} T={t} F=F_h={f} float32; bound N*T*(2F+2F_h)*4 = {bound:,} B; "
+            f"N={n:,} E={args.edges:,} T={t} (training horizon {horizon}) F=F_h={f} float32; bound N*T*(2F+2F_h)*4 = {bound:,} B; "
             f"import-only process {import_only / 2**20:,.0f} MiB"
         )
         for policy in args.malloc.split(","):
@@ -108,7 +113,8 @@ def main() -> None:
                 fixed = run(
                     world, [*link_training_args(tiny, Path(tmp) / f"tiny-{name}-{world}", f, args.epochs), *setting]
                 )
-                formula = 4 * all_to_all_bytes(block_ranges(t, world), block_ranges(n, world, "nodes"), f, 4)
+                cut = Layout(tuple(block_ranges(t, world)), tuple(block_ranges(n, world, "nodes"))).clipped(horizon)
+                formula = 4 * all_to_all_bytes(cut.t_ranges, cut.n_ranges, f, 4)
                 row = {
                     "malloc": policy,
                     "P": world,

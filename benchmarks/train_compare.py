@@ -247,6 +247,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--impls", default="dyngnn,pygt-loop,pygt-loop@reuse,pygt-gclstm")
     p.add_argument("--skip-bitcoin", action="store_true")
+    p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "train_compare.json"))
     args = p.parse_args()
     if args.impl:
@@ -260,17 +261,18 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         stores = {}
-        synth = f"synth N={args.nodes:,} E={args.edges:,} T={args.snapshots} churn={args.churn}"
-        stores[synth] = str(Path(tmp) / "synth")
-        synthesize(
-            stores[synth],
-            num_nodes=args.nodes,
-            num_edges=args.edges,
-            num_snapshots=args.snapshots,
-            churn=args.churn,
-            seed=0,
-            keyframe_every=0,
-        )
+        if not args.skip_synthetic:
+            synth = f"synth N={args.nodes:,} E={args.edges:,} T={args.snapshots} churn={args.churn}"
+            stores[synth] = str(Path(tmp) / "synth")
+            synthesize(
+                stores[synth],
+                num_nodes=args.nodes,
+                num_edges=args.edges,
+                num_snapshots=args.snapshots,
+                churn=args.churn,
+                seed=0,
+                keyframe_every=0,
+            )
         if not args.skip_bitcoin:
             snaps, _ = load_snapshots("bitcoinalpha", window="7d")
             stores["bitcoinalpha weekly"] = str(Path(tmp) / "btc")

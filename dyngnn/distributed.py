@@ -81,6 +81,10 @@ class Layout:
     def world_size(self) -> int:
         return len(self.t_ranges)
 
+    def clipped(self, horizon: int) -> Layout:
+        """The same ranks with their snapshot blocks cut at ``horizon`` (some may be empty)."""
+        return Layout(tuple((min(a, horizon), min(b, horizon)) for a, b in self.t_ranges), self.n_ranges)
+
 
 class CommStats:
     """Bytes this process's all-to-alls sent to other ranks (reset it per epoch)."""
@@ -118,7 +122,7 @@ def _to_node_blocks(z_TrNF: torch.Tensor, layout: Layout, rank: int, group) -> t
     pieces = []
     start = 0
     for t in t_sizes:
-        block = recv[start : start + n_r * t].reshape(n_r, t, -1)
+        block = recv[start : start + n_r * t].reshape(n_r, t, recv.shape[-1])
         pieces.append(block.transpose(0, 1))  # [t, N_r, F]
         start += n_r * t
     return torch.cat(pieces)  # [T, N_r, F]
@@ -135,7 +139,7 @@ def _to_snapshot_blocks(z_TNrF: torch.Tensor, layout: Layout, rank: int, group) 
     send = torch.cat(rows)
     recv = _exchange(send, [n_r * t for t in t_sizes], [n * t_r for n in n_sizes], group)
     # rows grouped by source rank q: (q's node, my t) -> [N, T_r, F] -> [T_r, N, F]
-    return recv.reshape(sum(n_sizes), t_r, -1).transpose(0, 1)
+    return recv.reshape(sum(n_sizes), t_r, recv.shape[-1]).transpose(0, 1)
 
 
 class SnapshotsToNodes(torch.autograd.Function):

@@ -127,27 +127,23 @@ class _Net(nn.Module):
         self.link, self.layout, self.rank, self.group = link, layout, rank, group
 
     def forward(self, graphs: list[GraphInput], key: tuple[int, ...] = (), horizon: int | None = None) -> torch.Tensor:
-        """The states; with ``horizon``, only those of snapshots before it are computed.
+        """The states; with ``horizon``, only those of snapshots before it.
 
         The LSTM is causal, so states before the horizon are the same either way: the
         training pass stops after the last train transition instead of running, and
-        back-propagating zeros through, the validation and test snapshots. On one process
-        the GCN stops there too; across ranks every rank keeps its whole block (each
-        takes part in the all-to-all and in DDP's gradient sync) and the states past the
-        horizon come back as zeros, which the training loss does not read.
+        back-propagating zeros through, the validation and test snapshots. Every rank's
+        block is cut at the horizon, so the all-to-alls carry only snapshots before it. A
+        rank left with none encodes one snapshot and keeps none of it: its GCN still takes
+        part, with zero gradients, in DDP's gradient sync.
         """
-        world = self.layout.world_size
-        if horizon is not None and world == 1:
-            graphs = graphs[:horizon]
-        z = self.model.encode_snapshots(graphs, key)  # [T_r, N, F]
-        if world > 1:
-            z = SnapshotsToNodes.apply(z, self.layout, self.rank, self.group)  # [T, N_r, F]
-        steps = z.shape[0]
-        h = self.model.temporal(z if horizon is None else z[:horizon])
-        if self.link and world > 1:
-            if h.shape[0] < steps:
-                h = torch.cat([h, h.new_zeros(steps - h.shape[0], *h.shape[1:])])
-            h = NodesToSnapshots.apply(h, self.layout, self.rank, self.group)  # [T_r, N, H]
+        layout = self.layout if horizon is None else self.layout.clipped(horizon)
+        t0, t1 = layout.t_ranges[self.rank]
+        z = self.model.encode_snapshots(graphs[: max(1, t1 - t0)], key)[: t1 - t0]  # [T_r, N, F]
+        if layout.world_size > 1:
+            z = SnapshotsToNodes.apply(z, layout, self.rank, self.group)  # [T, N_r, F]
+        h = self.model.temporal(z)
+        if self.link and layout.world_size > 1:
+            h = NodesToSnapshots.apply(h, layout, self.rank, self.group)  # [T_r, N, H]
         return h
 
 

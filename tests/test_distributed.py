@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dyngnn.distributed import all_to_all_bytes, balanced_ranges, block_ranges
+from dyngnn.distributed import Layout, all_to_all_bytes, balanced_ranges, block_ranges
 from dyngnn.errors import InputError
 
 WORKERS = Path(__file__).parent / "workers"
@@ -43,16 +43,27 @@ def test_volume_formula_by_hand():
     assert all_to_all_bytes([(0, 7)], [(0, 9)], 5, 4) == 0
 
 
-@pytest.mark.parametrize("world", [1, 2, 3])
-def test_all_to_all_forward_backward_and_bytes(ranks, world):
+def test_layout_cut_at_a_horizon():
+    layout = Layout(((0, 4), (4, 7), (7, 10), (10, 13)), ((0, 6), (6, 12), (12, 18), (18, 23)))
+    cut = layout.clipped(8)
+    assert cut.t_ranges == ((0, 4), (4, 7), (7, 8), (8, 8)) and cut.n_ranges == layout.n_ranges
+    assert layout.clipped(13) == layout
+    # snapshots past the horizon no longer travel
+    assert all_to_all_bytes(cut.t_ranges, cut.n_ranges, 2, 4) < all_to_all_bytes(layout.t_ranges, layout.n_ranges, 2, 4)
+
+
+@pytest.mark.parametrize(("world", "horizon"), [(1, 7), (2, 7), (3, 7), (3, 4), (3, 2)])
+def test_all_to_all_forward_backward_and_bytes(ranks, world, horizon):
+    """Whole blocks, and blocks cut at a horizon (at 4 and 2 of 7, some ranks hold none)."""
     t, n, f = 7, 11, 3  # divisible by none of the world sizes above 1
-    procs = ranks(world, [str(WORKERS / "all_to_all.py"), str(t), str(n), str(f)])
+    procs = ranks(world, [str(WORKERS / "all_to_all.py"), str(t), str(n), str(f), str(horizon)])
     assert all(p.returncode == 0 for p in procs), [p.stderr[-2000:] for p in procs]
     results = [json.loads(p.stdout.strip().splitlines()[-1]) for p in procs]
     assert sorted(r["rank"] for r in results) == list(range(world))
     for r in results:
         assert r["forward"] and r["backward"] and r["inverse"] and r["inverse_grad"], r
-        one_way = all_to_all_bytes(block_ranges(t, world), block_ranges(n, world, "nodes"), f, 8)
+        cut = Layout(tuple(block_ranges(t, world)), tuple(block_ranges(n, world, "nodes"))).clipped(horizon)
+        one_way = all_to_all_bytes(cut.t_ranges, cut.n_ranges, f, 8)
         assert r["sent_bytes_all_ranks"] == 4 * one_way  # 2 transforms x (forward + backward)
         assert (one_way > 0) == (world > 1)
 

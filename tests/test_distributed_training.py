@@ -13,7 +13,7 @@ import pytest
 from dyngnn.config import parse_cli
 from dyngnn.data.snapshots import Snapshots
 from dyngnn.data.store import DeltaStore
-from dyngnn.distributed import all_to_all_bytes, block_ranges
+from dyngnn.distributed import Layout, all_to_all_bytes, block_ranges
 from dyngnn.trainer import Trainer
 
 T, N = 13, 23  # divisible by none of the world sizes
@@ -86,8 +86,11 @@ def test_ranks_reproduce_single_process_training(ranks, runs, store, single, tmp
         np.testing.assert_allclose(ours[-1]["reference"][key], value, rtol=1e-12)
     runs.assert_same_weights(tmp_path / "run", single[kind])
     # measured all-to-all bytes equal the formula: Z forward and backward (hidden 6, float64),
-    # and for links the states' trip back to snapshot blocks, forward and backward again
-    one_way = all_to_all_bytes(block_ranges(T, world), block_ranges(N, world, "nodes"), 6, 8)
+    # and for links the states' trip back to snapshot blocks, forward and backward again.
+    # Training carries snapshots before the horizon only: of 12 transitions, 2 are for
+    # validation and 2 for test, so snapshots 0..7
+    layout = Layout(tuple(block_ranges(T, world)), tuple(block_ranges(N, world, "nodes"))).clipped(8)
+    one_way = all_to_all_bytes(layout.t_ranges, layout.n_ranges, 6, 8)
     trips = 4 if kind == "link" else 2
     assert [m["comm_bytes"] for m in ours[:-1]] == [trips * one_way] * 3
     assert (one_way > 0) == (world > 1)

@@ -19,10 +19,12 @@ from dyngnn.distributed import (
 )
 
 
-def main(t: int, n: int, f: int) -> None:
+def main(t: int, n: int, f: int, horizon: int) -> None:
+    """Exchanges of the first ``horizon`` of ``t`` snapshots, over blocks cut there."""
     info = init_distributed("cpu")
     rank, world = info.rank, info.world_size
-    layout = Layout(tuple(block_ranges(t, world)), tuple(block_ranges(n, world, "nodes")))
+    layout = Layout(tuple(block_ranges(t, world)), tuple(block_ranges(n, world, "nodes"))).clipped(horizon)
+    t = horizon
     (t0, t1), (n0, n1) = layout.t_ranges[rank], layout.n_ranges[rank]
     g = torch.Generator().manual_seed(0)
     z = torch.randn(t, n, f, generator=g, dtype=torch.float64)  # the same on every rank
@@ -59,4 +61,4 @@ def main(t: int, n: int, f: int) -> None:
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:4]))
+    main(*map(int, sys.argv[1:5]))
