@@ -2,13 +2,17 @@
 
 The epoch time of rank r is modelled as
 
-    t_r = T_r * (c_prep + c_snap + c_score) streaming, GCN forward + backward, link scoring of its snapshots
-        + T * N_r * c_lstm                  LSTM forward + backward of its nodes over all T
+    t_r = T_r * c_prep                      streaming its snapshots
+        + H_r * (c_snap + c_score)          GCN forward + backward, link scoring of its snapshots
+                                            before the training horizon
+        + H * N_r * c_lstm                  LSTM forward + backward of its nodes up to the horizon
         + a2a_bytes_r / B + 4 (P - 1) a     four all-to-alls (Z out and back, the states out and back)
         + 2 (P - 1) / P * W / B + 2 (P - 1) a   the ring all-reduce of the W gradient bytes (DDP)
 
-and the epoch takes ``max_r t_r``. ``a2a_bytes_r = 4 * F * s * (T_r * N + T * N_r - 2 T_r N_r)``
-are the bytes rank r sends and receives (F features of s bytes). ``c_prep`` (rebuild the
+and the epoch takes ``max_r t_r``. The training pass stops at the horizon H, the snapshot
+after the last train transition (70% of the sequence under the default split), and H_r
+is the part of rank r's block before it. ``a2a_bytes_r = 4 * F * s * (H_r * N + H * N_r
+- 2 H_r N_r)`` are the bytes rank r sends and receives (F features of s bytes). ``c_prep`` (rebuild the
 snapshot from its delta, normalise, structural features), ``c_snap``, ``c_score`` and
 ``c_lstm`` are measured here by timing the model's own stages on one process; the link
 bandwidth ``B`` and latency ``a`` of gloo on this machine are measured with two processes.
@@ -127,20 +131,24 @@ def measure_stages(args: list[str], reps: int) -> dict[str, float]:
         "c_prep": c_prep,
         "c_snap": best(gcn, reps) / t,
         "c_lstm": best(lstm, reps) / (t * n),
-        "c_score": best(score, reps) / t,
+        "c_score": best(score, reps) / tr.horizon,  # the loss scores train transitions only
         "param_bytes": tr.param_bytes,
     }
 
 
 def predict(costs: dict[str, float], t: int, n: int, f: int, world: int, bandwidth: float, latency: float) -> float:
-    from dyngnn.distributed import block_ranges
+    from dyngnn.config import TaskConfig
+    from dyngnn.distributed import Layout, block_ranges
+    from dyngnn.tasks import Split
 
-    t_ranges, n_ranges = block_ranges(t, world), block_ranges(n, world, "nodes")
+    task = TaskConfig()  # the trainer's default split
+    h = Split.by_time(t, task.val_fraction, task.test_fraction).train[-1] + 1
+    layout = Layout(tuple(block_ranges(t, world)), tuple(block_ranges(n, world, "nodes")))
     worst = 0.0
-    for (a, b), (c, d) in zip(t_ranges, n_ranges, strict=True):
-        t_r, n_r = b - a, d - c
-        compute = t_r * (costs["c_prep"] + costs["c_snap"] + costs["c_score"]) + t * n_r * costs["c_lstm"]
-        a2a = 4 * f * 4 * (t_r * n + t * n_r - 2 * t_r * n_r) / bandwidth + 4 * (world - 1) * latency
+    for (a, b), (ha, hb), (c, d) in zip(layout.t_ranges, layout.clipped(h).t_ranges, layout.n_ranges, strict=True):
+        t_r, h_r, n_r = b - a, hb - ha, d - c
+        compute = t_r * costs["c_prep"] + h_r * (costs["c_snap"] + costs["c_score"]) + h * n_r * costs["c_lstm"]
+        a2a = 4 * f * 4 * (h_r * n + h * n_r - 2 * h_r * n_r) / bandwidth + 4 * (world - 1) * latency
         grads = 2 * (world - 1) / world * costs["param_bytes"] / bandwidth + 2 * (world - 1) * latency
         worst = max(worst, compute + a2a + grads)
     return worst
