@@ -11,7 +11,7 @@ The epoch time of rank r is modelled as
 
 and the epoch takes ``max_r t_r``. The training pass stops at the horizon H, the snapshot
 after the last train transition (70% of the sequence under the default split), and H_r
-is the part of rank r's block (as the trainer cuts them: ``snapshot_blocks``) before it. ``a2a_bytes_r = 4 * F * s * (H_r * N + H * N_r
+is the part of rank r's block before it. ``a2a_bytes_r = 4 * F * s * (H_r * N + H * N_r
 - 2 H_r N_r)`` are the bytes rank r sends and receives (F features of s bytes). ``c_prep`` (rebuild the
 snapshot from its delta, normalise, structural features), ``c_snap``, ``c_score`` and
 ``c_lstm`` are measured here by timing the model's own stages on one process; the link
