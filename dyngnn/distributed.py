@@ -39,6 +39,19 @@ def block_ranges(total: int, parts: int, what: str = "snapshots") -> list[tuple[
     return [(int(bounds[r]), int(bounds[r + 1])) for r in range(parts)]
 
 
+def balanced_ranges(weights: Sequence[int] | np.ndarray, parts: int, what: str = "snapshots") -> list[tuple[int, int]]:
+    """Contiguous ranges whose total weights (e.g. edges per snapshot) are close to equal.
+
+    An item weighs its weight plus one (an empty snapshot still costs a step). Each range
+    ends where the running total first reaches its share, so no range is empty; for
+    equal weights this is :func:`block_ranges`.
+
+    Raises:
+        InputError: fewer items than parts.
+    """
+    return _cut(np.asarray(weights, dtype=np.float64) + 1.0, parts, what)
+
+
 TRAIN_WORK = 3
 """Work of a snapshot before the training horizon in one epoch, against one after it:
 GCN forward and backward in training and a forward in evaluation, against the
@@ -60,16 +73,20 @@ def snapshot_blocks(
     """
     work = np.where(np.arange(num_snapshots) < horizon, float(TRAIN_WORK), 1.0)
     if edges is not None:
-        work = work * (np.asarray(edges, dtype=np.float64) + 1.0)  # an empty snapshot still costs a step
-    # each block ends where the running total first reaches its share, so none is empty
+        work = work * (np.asarray(edges, dtype=np.float64) + 1.0)
+    return _cut(work, parts, "snapshots")
+
+
+def _cut(work: np.ndarray, parts: int, what: str) -> list[tuple[int, int]]:
+    """Contiguous ranges of about equal total ``work`` (positive per item), none empty."""
     total = len(work)
-    block_ranges(total, parts)  # the same refusal
+    block_ranges(total, parts, what)  # the same refusal
     cum = np.cumsum(work)
     bounds = [0]
     for r in range(1, parts):
         cut = int(np.searchsorted(cum, cum[-1] * r / parts)) + 1
-        cut = max(cut, bounds[-1] + 1)  # at least one snapshot per block...
-        cut = min(cut, total - (parts - r))  # ...and enough left for the blocks after it
+        cut = max(cut, bounds[-1] + 1)  # at least one item per range...
+        cut = min(cut, total - (parts - r))  # ...and enough left for the ranges after it
         bounds.append(cut)
     bounds.append(total)
     return [(bounds[r], bounds[r + 1]) for r in range(parts)]

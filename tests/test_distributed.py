@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dyngnn.distributed import Layout, all_to_all_bytes, block_ranges, snapshot_blocks
+from dyngnn.distributed import Layout, all_to_all_bytes, balanced_ranges, block_ranges, snapshot_blocks
 from dyngnn.errors import InputError
 
 WORKERS = Path(__file__).parent / "workers"
@@ -21,20 +21,18 @@ def test_block_ranges():
         block_ranges(2, 3)
 
 
-def test_edge_weighted_blocks_follow_the_edges():
-    def by_edges(edges, parts):  # every snapshot before the horizon: weights edges + 1
-        return snapshot_blocks(len(edges), len(edges), parts, edges=edges)
-
-    assert by_edges([1] * 9, 3) == block_ranges(9, 3)
-    ranges = by_edges([100, 1, 1, 1, 1, 1, 1, 100], 2)
+def test_balanced_ranges_follow_the_weights():
+    assert balanced_ranges([1] * 9, 3) == block_ranges(9, 3)
+    weights = [100, 1, 1, 1, 1, 1, 1, 100]
+    ranges = balanced_ranges(weights, 2)
     assert ranges == [(0, 4), (4, 8)] or ranges == [(0, 5), (5, 8)]
-    heavy_first = by_edges([1000, 1, 1, 1], 3)
+    heavy_first = balanced_ranges([1000, 1, 1, 1], 3)
     assert heavy_first[0] == (0, 1) and all(b > a for a, b in heavy_first)
     rng = np.random.default_rng(0)
     for _ in range(50):
         w = rng.integers(0, 50, rng.integers(3, 30))
         parts = int(rng.integers(1, len(w) + 1))
-        r = snapshot_blocks(len(w), int(rng.integers(0, len(w) + 1)), parts, edges=w)
+        r = balanced_ranges(w, parts)
         assert r[0][0] == 0 and r[-1][1] == len(w)
         assert all(b > a for a, b in r) and all(r[i][1] == r[i + 1][0] for i in range(parts - 1))
 
