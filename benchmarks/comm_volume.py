@@ -72,7 +72,7 @@ def main() -> None:
 
     from dyngnn.config import TaskConfig
     from dyngnn.data.synthetic import synthesize
-    from dyngnn.distributed import Layout, all_to_all_bytes, block_ranges, snapshot_blocks
+    from dyngnn.distributed import Layout, all_to_all_bytes, block_ranges
     from dyngnn.tasks import Split
 
     n, t, f = args.nodes, args.snapshots, args.hidden
@@ -113,8 +113,7 @@ def main() -> None:
                 fixed = run(
                     world, [*link_training_args(tiny, Path(tmp) / f"tiny-{name}-{world}", f, args.epochs), *setting]
                 )
-                blocks = snapshot_blocks(t, horizon, world)  # the trainer's layout
-                cut = Layout(tuple(blocks), tuple(block_ranges(n, world, "nodes"))).clipped(horizon)
+                cut = Layout(tuple(block_ranges(t, world)), tuple(block_ranges(n, world, "nodes"))).clipped(horizon)
                 formula = 4 * all_to_all_bytes(cut.t_ranges, cut.n_ranges, f, 4)
                 row = {
                     "malloc": policy,

@@ -138,12 +138,12 @@ def measure_stages(args: list[str], reps: int) -> dict[str, float]:
 
 def predict(costs: dict[str, float], t: int, n: int, f: int, world: int, bandwidth: float, latency: float) -> float:
     from dyngnn.config import TaskConfig
-    from dyngnn.distributed import Layout, block_ranges, snapshot_blocks
+    from dyngnn.distributed import Layout, block_ranges
     from dyngnn.tasks import Split
 
     task = TaskConfig()  # the trainer's default split
     h = Split.by_time(t, task.val_fraction, task.test_fraction).train[-1] + 1
-    layout = Layout(tuple(snapshot_blocks(t, h, world)), tuple(block_ranges(n, world, "nodes")))
+    layout = Layout(tuple(block_ranges(t, world)), tuple(block_ranges(n, world, "nodes")))
     worst = 0.0
     for (a, b), (ha, hb), (c, d) in zip(layout.t_ranges, layout.clipped(h).t_ranges, layout.n_ranges, strict=True):
         t_r, h_r, n_r = b - a, hb - ha, d - c

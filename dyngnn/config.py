@@ -44,7 +44,7 @@ class DataConfig:
     cache_dir: str = "runs/cache"
     """Where converted sources are kept, keyed by source and conversion options."""
     balance: Literal["count", "edges"] = "count"
-    """Snapshot blocks per rank, of about equal work per epoch: `count` weighs a snapshot by its role only (one before the training horizon 3, an evaluation-only one 1), `edges` by its role times its edges."""
+    """Snapshot blocks per rank: equal numbers of snapshots, or about equal numbers of edges."""
 
 
 @dataclass

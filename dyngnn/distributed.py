@@ -42,46 +42,16 @@ def block_ranges(total: int, parts: int, what: str = "snapshots") -> list[tuple[
 def balanced_ranges(weights: Sequence[int] | np.ndarray, parts: int, what: str = "snapshots") -> list[tuple[int, int]]:
     """Contiguous ranges whose total weights (e.g. edges per snapshot) are close to equal.
 
-    An item weighs its weight plus one (an empty snapshot still costs a step). Each range
-    ends where the running total first reaches its share, so no range is empty; for
-    equal weights this is :func:`block_ranges`.
+    Each range ends where the running total first reaches its share, so no range is
+    empty; for equal weights this is :func:`block_ranges`.
 
     Raises:
         InputError: fewer items than parts.
     """
-    return _cut(np.asarray(weights, dtype=np.float64) + 1.0, parts, what)
-
-
-TRAIN_WORK = 3
-"""Work of a snapshot before the training horizon in one epoch, against one after it:
-GCN forward and backward in training and a forward in evaluation, against the
-evaluation forward alone (about 3:1 measured on CPU, streaming included)."""
-
-
-def snapshot_blocks(
-    num_snapshots: int, horizon: int, parts: int, edges: Sequence[int] | np.ndarray | None = None
-) -> list[tuple[int, int]]:
-    """Each rank's contiguous block of snapshots, of about equal work per epoch.
-
-    A snapshot before the training ``horizon`` weighs :data:`TRAIN_WORK`, a later one
-    (evaluation only) 1; with ``edges`` (per snapshot), times its edges plus one. Blocks
-    of the training snapshots are so smaller than those of the evaluation ones, and the
-    training pass, which stops at the horizon, keeps every rank busy.
-
-    Raises:
-        InputError: fewer snapshots than parts.
-    """
-    work = np.where(np.arange(num_snapshots) < horizon, float(TRAIN_WORK), 1.0)
-    if edges is not None:
-        work = work * (np.asarray(edges, dtype=np.float64) + 1.0)
-    return _cut(work, parts, "snapshots")
-
-
-def _cut(work: np.ndarray, parts: int, what: str) -> list[tuple[int, int]]:
-    """Contiguous ranges of about equal total ``work`` (positive per item), none empty."""
-    total = len(work)
+    w = np.asarray(weights, dtype=np.float64) + 1.0  # an empty snapshot still costs a step
+    total = len(w)
     block_ranges(total, parts, what)  # the same refusal
-    cum = np.cumsum(work)
+    cum = np.cumsum(w)
     bounds = [0]
     for r in range(1, parts):
         cut = int(np.searchsorted(cum, cum[-1] * r / parts)) + 1

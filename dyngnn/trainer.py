@@ -33,10 +33,10 @@ from dyngnn.distributed import (
     Layout,
     NodesToSnapshots,
     SnapshotsToNodes,
+    balanced_ranges,
     block_ranges,
     comm_stats,
     init_distributed,
-    snapshot_blocks,
 )
 from dyngnn.errors import InputError
 from dyngnn.models.gcn_lstm import GCNLSTM, GraphInput, LinkDecoder, NodeHead, normalize, structural_features
@@ -207,13 +207,15 @@ class Trainer:
             raise InputError(f"{self.run_dir}: already holds a run (use --resume, or another --run.dir)")
         self.store = self._open_store_once()
         n, t = self.store.num_nodes, self.store.num_snapshots
-        block_ranges(t, self.world)  # more ranks than snapshots: refused before any other check
-        self.split = Split.by_time(t, cfg.task.val_fraction, cfg.task.test_fraction)
-        self.horizon = self.split.train[-1] + 1  # the training loss reads no state from here on
-        edges = self.store.num_edges if cfg.data.balance == "edges" else None
-        t_ranges = snapshot_blocks(t, self.horizon, self.world, edges)
+        t_ranges = (
+            balanced_ranges(self.store.num_edges, self.world)
+            if cfg.data.balance == "edges"
+            else block_ranges(t, self.world)
+        )
         self.layout = Layout(tuple(t_ranges), tuple(block_ranges(n, self.world, "nodes")))
         (self.t0, self.t1), (self.n0, self.n1) = self.layout.t_ranges[self.rank], self.layout.n_ranges[self.rank]
+        self.split = Split.by_time(t, cfg.task.val_fraction, cfg.task.test_fraction)
+        self.horizon = self.split.train[-1] + 1  # the training loss reads no state from here on
         self.task = self._make_task()
         self.x = self._node_features()
         self.x_dim = 0 if self.x is None else self.x.shape[-1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dyngnn.distributed import Layout, all_to_all_bytes, balanced_ranges, block_ranges, snapshot_blocks
+from dyngnn.distributed import Layout, all_to_all_bytes, balanced_ranges, block_ranges
 from dyngnn.errors import InputError
 
 WORKERS = Path(__file__).parent / "workers"
@@ -35,19 +35,6 @@ def test_balanced_ranges_follow_the_weights():
         r = balanced_ranges(w, parts)
         assert r[0][0] == 0 and r[-1][1] == len(w)
         assert all(b > a for a, b in r) and all(r[i][1] == r[i + 1][0] for i in range(parts - 1))
-
-
-def test_snapshot_blocks_balance_the_work_of_an_epoch():
-    # 10 snapshots, horizon 6: work 3,3,3,3,3,3,1,1,1,1 (22); halves of 11 -> 0..3 | 4..9
-    assert snapshot_blocks(10, 6, 2) == [(0, 4), (4, 10)]
-    # thirds of 22 (7.3, 14.7): cumulative 3,6,9,12,15,... -> 0..2 | 3..4 | 5..9
-    assert snapshot_blocks(10, 6, 3) == [(0, 3), (3, 5), (5, 10)]
-    # horizon at the end: every snapshot trains, the blocks of block_ranges
-    assert snapshot_blocks(10, 10, 3) == block_ranges(10, 3)
-    # with edges: work x (edges + 1); a heavy training snapshot gets a rank of its own
-    assert snapshot_blocks(4, 2, 2, edges=[99, 0, 0, 0]) == [(0, 1), (1, 4)]
-    with pytest.raises(InputError, match="2 snapshots cannot be split over 3 ranks"):
-        snapshot_blocks(2, 1, 3)
 
 
 def test_volume_formula_by_hand():

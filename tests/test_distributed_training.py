@@ -13,7 +13,7 @@ import pytest
 from dyngnn.config import parse_cli
 from dyngnn.data.snapshots import Snapshots
 from dyngnn.data.store import DeltaStore
-from dyngnn.distributed import Layout, all_to_all_bytes, block_ranges, snapshot_blocks
+from dyngnn.distributed import Layout, all_to_all_bytes, block_ranges
 from dyngnn.trainer import Trainer
 
 T, N = 13, 23  # divisible by none of the world sizes
@@ -89,7 +89,7 @@ def test_ranks_reproduce_single_process_training(ranks, runs, store, single, tmp
     # and for links the states' trip back to snapshot blocks, forward and backward again.
     # Training carries snapshots before the horizon only: of 12 transitions, 2 are for
     # validation and 2 for test, so snapshots 0..7
-    layout = Layout(tuple(snapshot_blocks(T, 8, world)), tuple(block_ranges(N, world, "nodes"))).clipped(8)
+    layout = Layout(tuple(block_ranges(T, world)), tuple(block_ranges(N, world, "nodes"))).clipped(8)
     one_way = all_to_all_bytes(layout.t_ranges, layout.n_ranges, 6, 8)
     trips = 4 if kind == "link" else 2
     assert [m["comm_bytes"] for m in ours[:-1]] == [trips * one_way] * 3
