@@ -96,6 +96,23 @@ def test_ranks_reproduce_single_process_training(ranks, runs, store, single, tmp
     assert (one_way > 0) == (world > 1)
 
 
+@pytest.mark.parametrize("kind", ["link", "node"])
+def test_edge_balanced_blocks_and_checkpointed_gcn_reproduce_single_process_training(
+    ranks, runs, store, single, tmp_path, kind
+):
+    """Other layouts and the recomputed GCN stage change no number: 3 ranks with blocks
+    balanced by edges (the last one past the horizon) and activation checkpointing."""
+    extra = ["--data.balance", "edges", "--model.checkpoint_every", "2"]
+    procs = ranks(3, ["-m", "dyngnn.train", *settings(store, tmp_path / "run", kind), *extra])
+    for p in procs:
+        assert p.returncode == 0, "\n".join(q.stderr[-3000:] for q in procs)
+    ours, ref = runs.metrics(tmp_path / "run"), runs.metrics(single[kind])
+    np.testing.assert_allclose([m["train_loss"] for m in ours[:-1]], [m["train_loss"] for m in ref[:-1]], rtol=1e-9)
+    for key, value in ref[-1]["test"].items():
+        np.testing.assert_allclose(ours[-1]["test"][key], value, rtol=1e-9, err_msg=key)
+    runs.assert_same_weights(tmp_path / "run", single[kind])
+
+
 def test_more_ranks_than_snapshots_is_refused_before_any_work(ranks, tmp_path):
     short = Snapshots(5, np.arange(5), [np.array([1, 2]), np.array([2, 3])])
     DeltaStore.from_snapshots(short, path=tmp_path / "s")
