@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,25 @@ def banner() -> str:
     m = machine()
     dirty = " (dyngnn/ has uncommitted edits)" if m["dyngnn_dirty"] else ""
     return f"# {m['date']}  {m['cpus']} CPUs  numpy {m['numpy']}  commit {m['commit']}{dirty}"
+
+
+def best_seconds(fn, reps: int) -> float:
+    """The shortest of ``reps`` timed calls of ``fn()``, in seconds."""
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def default_horizon(num_snapshots: int) -> int:
+    """The training horizon the trainer uses for ``num_snapshots`` under its default split."""
+    from dyngnn.config import TaskConfig
+    from dyngnn.tasks import Split
+
+    task = TaskConfig()
+    return Split.by_time(num_snapshots, task.val_fraction, task.test_fraction).horizon
 
 
 def link_training_args(store: Path, run_dir: Path, hidden: int, epochs: int) -> list[str]:

@@ -36,7 +36,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._util import add_store_options, link_training_args, synthesize_store, torchrun  # noqa: E402
+from benchmarks._util import (  # noqa: E402
+    add_store_options,
+    default_horizon,
+    link_training_args,
+    synthesize_store,
+    torchrun,
+)
 
 IMPORT_ONLY = """
 import resource, torch, torch.distributed as dist, dyngnn.trainer
@@ -70,10 +76,8 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "comm_volume.json"))
     args = p.parse_args()
 
-    from dyngnn.config import TaskConfig
     from dyngnn.data.synthetic import synthesize
     from dyngnn.distributed import Layout, all_to_all_bytes, block_ranges
-    from dyngnn.tasks import Split
 
     n, t, f = args.nodes, args.snapshots, args.hidden
     import_only = int(
@@ -92,8 +96,7 @@ def main() -> None:
         synthesize_store(store, args)
         synthesize(tiny, num_nodes=64, num_edges=256, num_snapshots=max(worlds) * 2, churn=0.01, seed=0)
         bound = n * t * (2 * f + 2 * f) * 4
-        task = TaskConfig()  # the trainer's default split
-        horizon = Split.by_time(t, task.val_fraction, task.test_fraction).train[-1] + 1
+        horizon = default_horizon(t)
         print(
             f"N={n:,} E={args.edges:,} T={t} (training horizon {horizon}) F=F_h={f} float32; bound N*T*(2F+2F_h)*4 = {bound:,} B; "
             f"import-only process {import_only / 2**20:,.0f} MiB"

@@ -67,7 +67,7 @@ def main() -> None:
 
         for _ in range(a.reps):
             graphs, targets = timed("streaming, normalisation, features", tr._prepare)
-            graphs = graphs[: tr.horizon]
+            graphs = graphs[: tr.split.horizon]
             net.train()
             tr.optimizer.zero_grad(set_to_none=True)
             z = timed("GCN forward", net.encode_snapshots, graphs, (0, tr.epoch))

@@ -23,22 +23,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from _util import OUT_DIR, banner, write_json
+from _util import OUT_DIR, banner, best_seconds, default_horizon, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def best_seconds(fn, reps: int) -> float:
+def warm_best_seconds(fn, reps: int) -> float:
+    """One untimed call of ``fn()``, then the shortest of ``reps`` timed ones."""
     fn()
-    out = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - start)
-    return out
+    return best_seconds(fn, reps)
 
 
 def matmul_rate(m: int, k: int, n: int, reps: int) -> float:
@@ -52,7 +47,7 @@ def matmul_rate(m: int, k: int, n: int, reps: int) -> float:
         for _ in range(inner):
             torch.mm(a, b, out=c)
 
-    return 2 * m * k * n * inner / best_seconds(run, reps)
+    return 2 * m * k * n * inner / warm_best_seconds(run, reps)
 
 
 def main() -> None:
@@ -69,17 +64,14 @@ def main() -> None:
     import torch
 
     from dyngnn import malloc
-    from dyngnn.config import TaskConfig
     from dyngnn.data.readers import load_snapshots
-    from dyngnn.tasks import Split
 
     malloc.apply(a.malloc)
     n, steps = a.nodes, a.steps
     if not n or not steps:
         snaps, _ = load_snapshots("bitcoinalpha", window="7d")
-        task = TaskConfig()
         n = n or snaps.num_nodes
-        steps = steps or Split.by_time(len(snaps.keys), task.val_fraction, task.test_fraction).train[-1] + 1
+        steps = steps or default_horizon(len(snaps.keys))
     h = a.hidden
     forward_flop = 2 * 2 * 4 * h * h * n * steps
     flop = 3 * forward_flop
@@ -95,7 +87,7 @@ def main() -> None:
     def fwd_bwd():
         lstm(x)[0].sum().backward()
 
-    measured = best_seconds(fwd_bwd, a.reps)
+    measured = warm_best_seconds(fwd_bwd, a.reps)
     print(f"LSTM of one training epoch: N={n:,} nodes x {steps} steps, width {h}, {torch.get_num_threads()} threads")
     print(f"  matrix products: {forward_flop / 1e9:.1f} GFLOP forward, {flop / 1e9:.1f} GFLOP forward + backward")
     for name, rate in rates.items():

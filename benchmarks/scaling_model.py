@@ -37,7 +37,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +46,8 @@ from benchmarks._util import (  # noqa: E402
     OUT_DIR,
     add_store_options,
     banner,
+    best_seconds,
+    default_horizon,
     link_training_args,
     print_table,
     synthesize_store,
@@ -86,15 +87,6 @@ def measure_link() -> tuple[float, float]:
     return float(latency), float(bandwidth)
 
 
-def best(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def measure_stages(args: list[str], reps: int) -> dict[str, float]:
     """Per-unit costs of the stages of one process's epoch, forward and backward."""
     import torch
@@ -105,7 +97,7 @@ def measure_stages(args: list[str], reps: int) -> dict[str, float]:
     torch.set_num_threads(1)  # one core per rank, as the multi-rank runs have
     tr = Trainer(parse_cli(args))
     graphs, targets = tr._prepare()
-    c_prep = best(tr._prepare, reps) / len(graphs)
+    c_prep = best_seconds(tr._prepare, reps) / len(graphs)
     model, head, task = tr.model, tr.head, tr.task
     t, n = len(graphs), tr.store.num_nodes
 
@@ -129,20 +121,17 @@ def measure_stages(args: list[str], reps: int) -> dict[str, float]:
 
     return {
         "c_prep": c_prep,
-        "c_snap": best(gcn, reps) / t,
-        "c_lstm": best(lstm, reps) / (t * n),
-        "c_score": best(score, reps) / tr.horizon,  # the loss scores train transitions only
+        "c_snap": best_seconds(gcn, reps) / t,
+        "c_lstm": best_seconds(lstm, reps) / (t * n),
+        "c_score": best_seconds(score, reps) / tr.split.horizon,  # the loss scores train transitions only
         "param_bytes": tr.param_bytes,
     }
 
 
 def predict(costs: dict[str, float], t: int, n: int, f: int, world: int, bandwidth: float, latency: float) -> float:
-    from dyngnn.config import TaskConfig
     from dyngnn.distributed import Layout, block_ranges
-    from dyngnn.tasks import Split
 
-    task = TaskConfig()  # the trainer's default split
-    h = Split.by_time(t, task.val_fraction, task.test_fraction).train[-1] + 1
+    h = default_horizon(t)
     layout = Layout(tuple(block_ranges(t, world)), tuple(block_ranges(n, world, "nodes")))
     worst = 0.0
     for (a, b), (ha, hb), (c, d) in zip(layout.t_ranges, layout.clipped(h).t_ranges, layout.n_ranges, strict=True):

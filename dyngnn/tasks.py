@@ -105,6 +105,11 @@ class Split:
         t = tuple(range(n))
         return cls(t[: n - n_val - n_test], t[n - n_val - n_test : n - n_test], t[n - n_test :])
 
+    @property
+    def horizon(self) -> int:
+        """The snapshot after the last train transition: training reads no state from here on."""
+        return self.train[-1] + 1
+
 
 # -- link prediction -------------------------------------------------------------
 

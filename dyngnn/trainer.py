@@ -215,7 +215,6 @@ class Trainer:
         self.layout = Layout(tuple(t_ranges), tuple(block_ranges(n, self.world, "nodes")))
         (self.t0, self.t1), (self.n0, self.n1) = self.layout.t_ranges[self.rank], self.layout.n_ranges[self.rank]
         self.split = Split.by_time(t, cfg.task.val_fraction, cfg.task.test_fraction)
-        self.horizon = self.split.train[-1] + 1  # the training loss reads no state from here on
         self.task = self._make_task()
         self.x = self._node_features()
         self.x_dim = 0 if self.x is None else self.x.shape[-1]
@@ -381,7 +380,7 @@ class Trainer:
         comm_stats.reset()
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        h = (self.ddp or self.net)(graphs, (self.cfg.training.seed, self.epoch), self.horizon)
+        h = (self.ddp or self.net)(graphs, (self.cfg.training.seed, self.epoch), self.split.horizon)
         total, count = self._task_loss(h, targets)
         # every rank divides by the global count; DDP averages over ranks, so multiplying by
         # the world size makes the gradients those of single-process training

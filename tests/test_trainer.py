@@ -339,7 +339,7 @@ def test_training_pass_stops_at_the_horizon_with_the_same_loss_and_gradients(tin
     args = small(store, tmp_path / "run", "--task.kind", kind, "--training.dtype", "float64", "--model.dropout", "0.3")
     trainer = Trainer(parse_cli(args))
     graphs, targets = trainer._prepare()
-    horizon = trainer.horizon
+    horizon = trainer.split.horizon
     assert horizon < len(graphs) - 2  # validation and test snapshots lie past it
     trainer.net.train()
     results = []
