@@ -1,9 +1,9 @@
 """The accelerator paths against the CPU: the side-stream transfer, the message-passing
 GCN, cuDNN's LSTM, and training.
 
-Each test runs on ``DYNGNN_TEST_DEVICE`` (default ``cuda``) and compares with the CPU
-path. Without a CUDA device they are skipped; ``DYNGNN_TEST_DEVICE=cpu`` runs the same
-checks on the CPU, with the accelerators' message-passing GCN on the device side.
+Each test runs on a CUDA device and compares with the CPU path; without one, that
+variant is skipped and says so. The ``cpu`` variant runs the same checks on the CPU, with
+the accelerators' message-passing GCN on the device side, which also tests the checks.
 
 Random draws (negatives, dropout masks) come from generators on the device, whose
 streams differ between CPU and CUDA; cross-device comparisons therefore use no dropout
@@ -13,7 +13,6 @@ and compare the model, and training runs are compared on the device with each ot
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +26,12 @@ from dyngnn.data.synthetic import synthesize
 from dyngnn.models import GCNLSTM, GraphInput, normalize, structural_features
 from dyngnn.trainer import Trainer
 
-DEVICE = torch.device(os.environ.get("DYNGNN_TEST_DEVICE", "cuda"))
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
-pytestmark = pytest.mark.skipif(
-    DEVICE.type == "cuda" and not torch.cuda.is_available(),
-    reason="no CUDA device on this machine (DYNGNN_TEST_DEVICE=cpu runs these checks on the CPU)",
-)
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=NO_CUDA)])
+def device(request) -> torch.device:
+    return torch.device(request.param)
 
 
 def weighted_store(n=50, t=14, seed=5):
@@ -50,23 +49,23 @@ def weighted_store(n=50, t=14, seed=5):
 
 
 @pytest.mark.parametrize("mode", ["full", "delta", "resident"])
-def test_stream_rebuilds_every_snapshot_on_the_device_with_the_cpu_byte_counts(mode):
+def test_stream_rebuilds_every_snapshot_on_the_device_with_the_cpu_byte_counts(device, mode):
     from dyngnn.transfer import SnapshotStream
 
     snaps, store = weighted_store()
-    on_device, on_cpu = SnapshotStream(store, DEVICE, mode, 2, 14), SnapshotStream(store, "cpu", mode, 2, 14)
+    on_device, on_cpu = SnapshotStream(store, device, mode, 2, 14), SnapshotStream(store, "cpu", mode, 2, 14)
     for _epoch in range(2):
         for stream in (on_device, on_cpu):
             stream.reset_counters()
         for s, c in zip(on_device, on_cpu, strict=True):
-            assert s.keys.device.type == DEVICE.type
+            assert s.keys.device.type == device.type
             np.testing.assert_array_equal(s.keys.cpu().numpy(), snaps.keys[s.t])
             np.testing.assert_array_equal(s.weight.cpu().numpy(), snaps.weights[s.t])
             assert torch.equal(s.edge_index.cpu(), c.edge_index) and s.changed == c.changed
         assert (on_device.h2d_bytes, on_device.full_h2d_bytes) == (on_cpu.h2d_bytes, on_cpu.full_h2d_bytes)
 
 
-def test_model_forward_and_gradients_equal_the_cpu_path(monkeypatch):
+def test_model_forward_and_gradients_equal_the_cpu_path(device, monkeypatch):
     """The message-passing GCN and cuDNN's LSTM (accelerators) against the CSR products
     and the CPU LSTM, float64, with an embedding and two LSTM layers."""
     from dyngnn.models import gcn_lstm
@@ -74,25 +73,25 @@ def test_model_forward_and_gradients_equal_the_cpu_path(monkeypatch):
     snaps, _ = weighted_store()
     n = snaps.num_nodes
 
-    def inputs(device):
+    def inputs(on):
         out = []
         for t in range(snaps.num_snapshots):
-            ei = torch.as_tensor(snaps.edge_index(t), device=device).long()
-            w = torch.as_tensor(snaps.weights[t], device=device)
+            ei = torch.as_tensor(snaps.edge_index(t), device=on).long()
+            w = torch.as_tensor(snaps.weights[t], device=on)
             out.append(GraphInput(t, normalize(ei, w, n, torch.float64), structural_features(ei, n, torch.float64)))
         return out
 
     torch.manual_seed(0)
     cpu = GCNLSTM(n, 2, hidden=6, lstm_layers=2, embedding_dim=3).double()
-    dev = GCNLSTM(n, 2, hidden=6, lstm_layers=2, embedding_dim=3).double().to(DEVICE)
+    dev = GCNLSTM(n, 2, hidden=6, lstm_layers=2, embedding_dim=3).double().to(device)
     dev.load_state_dict(cpu.state_dict())
     weights = torch.randn(snaps.num_snapshots, n, 6, dtype=torch.float64)
     results = []
-    for model, device in ((cpu, torch.device("cpu")), (dev, DEVICE)):
+    for model, on in ((cpu, torch.device("cpu")), (dev, device)):
         if model is dev:  # on the CPU too, the device side takes the accelerators' GCN path
             monkeypatch.setattr(gcn_lstm, "uses_csr", lambda d: False)
-        h = model(inputs(device), key=(0, 1))
-        (h * weights.to(device)).sum().backward()
+        h = model(inputs(on), key=(0, 1))
+        (h * weights.to(on)).sum().backward()
         results.append((h.detach().cpu(), [p.grad.cpu() for p in model.parameters()]))
     (h_cpu, g_cpu), (h_dev, g_dev) = results
     torch.testing.assert_close(h_dev, h_cpu, rtol=1e-10, atol=1e-12)
@@ -107,8 +106,8 @@ def tiny(tmp_path_factory):
     return path
 
 
-def train(store, run_dir, device, *extra):
-    args = ["--data.store", str(store), "--run.dir", str(run_dir), "--run.no-progress", "--run.device", str(device)]
+def train(store, run_dir, on, *extra):
+    args = ["--data.store", str(store), "--run.dir", str(run_dir), "--run.no-progress", "--run.device", str(on)]
     args += ["--model.hidden", "8", "--training.epochs", "3", "--training.dtype", "float64", *extra]
     trainer = Trainer(parse_cli(args))
     trainer.fit()
@@ -116,13 +115,13 @@ def train(store, run_dir, device, *extra):
     return trainer, lines
 
 
-def test_transfer_modes_train_to_the_same_numbers_on_the_device(tiny, tmp_path):
+def test_transfer_modes_train_to_the_same_numbers_on_the_device(device, tiny, tmp_path):
     """The three modes stream the same snapshots, so training gives the same numbers;
     bytes to the device are those counted on the CPU (delta), 0 after the first epoch
     (resident), or every snapshot whole (full)."""
     _, cpu_lines = train(tiny, tmp_path / "cpu", "cpu")
     runs = {
-        mode: train(tiny, tmp_path / mode, DEVICE, "--transfer.mode", mode) for mode in ("full", "delta", "resident")
+        mode: train(tiny, tmp_path / mode, device, "--transfer.mode", mode) for mode in ("full", "delta", "resident")
     }
     first, first_lines = runs["full"]
     assert np.isfinite([r["train_loss"] for r in first_lines[:-1]]).all()
@@ -144,9 +143,9 @@ def test_transfer_modes_train_to_the_same_numbers_on_the_device(tiny, tmp_path):
         assert all(r["peak_memory_bytes"] > 0 for r in lines[:-1])
 
 
-def test_resume_on_the_device_reaches_the_uninterrupted_weights(tiny, tmp_path):
-    straight, _ = train(tiny, tmp_path / "a", DEVICE, "--training.epochs", "4", "--model.dropout", "0.3")
-    train(tiny, tmp_path / "b", DEVICE, "--training.epochs", "2", "--model.dropout", "0.3")
-    resumed, _ = train(tiny, tmp_path / "b", DEVICE, "--training.epochs", "4", "--model.dropout", "0.3", "--resume")
+def test_resume_on_the_device_reaches_the_uninterrupted_weights(device, tiny, tmp_path):
+    straight, _ = train(tiny, tmp_path / "a", device, "--training.epochs", "4", "--model.dropout", "0.3")
+    train(tiny, tmp_path / "b", device, "--training.epochs", "2", "--model.dropout", "0.3")
+    resumed, _ = train(tiny, tmp_path / "b", device, "--training.epochs", "4", "--model.dropout", "0.3", "--resume")
     for p, q in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
