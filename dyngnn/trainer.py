@@ -39,7 +39,15 @@ from dyngnn.distributed import (
     init_distributed,
 )
 from dyngnn.errors import InputError
-from dyngnn.models.gcn_lstm import GCNLSTM, GraphInput, LinkDecoder, NodeHead, normalize, structural_features
+from dyngnn.models.gcn_lstm import (
+    GCNLSTM,
+    GraphInput,
+    LinkDecoder,
+    NodeHead,
+    first_activity,
+    normalize,
+    structural_features,
+)
 from dyngnn.tasks import LinkTask, NodeClassTask, NodeTask, Split
 from dyngnn.transfer import SnapshotStream
 
@@ -125,6 +133,21 @@ class _Net(nn.Module):
         super().__init__()
         self.model, self.head = model, head
         self.link, self.layout, self.rank, self.group = link, layout, rank, group
+        self._arrival: torch.Tensor | None = None
+
+    def arrival(self, graphs: list[GraphInput]) -> torch.Tensor:
+        """Each of my nodes' :func:`first_activity` over the whole sequence (``[N_r]``).
+
+        Worked out on the first call, from every rank's snapshots: each rank takes its
+        own block's, and one all-reduce (``N`` int64, once per run) takes the minimum.
+        """
+        if self._arrival is None:
+            first = first_activity(graphs)
+            if self.layout.world_size > 1:
+                dist.all_reduce(first, op=dist.ReduceOp.MIN, group=self.group)
+            n0, n1 = self.layout.n_ranges[self.rank]
+            self._arrival = first[n0:n1]
+        return self._arrival
 
     def forward(self, graphs: list[GraphInput], key: tuple[int, ...] = (), horizon: int | None = None) -> torch.Tensor:
         """The states; with ``horizon``, only those of snapshots before it.
@@ -141,7 +164,7 @@ class _Net(nn.Module):
         z = self.model.encode_snapshots(graphs[: max(1, t1 - t0)], key)[: t1 - t0]  # [T_r, N, F]
         if layout.world_size > 1:
             z = SnapshotsToNodes.apply(z, layout, self.rank, self.group)  # [T, N_r, F]
-        h = self.model.temporal(z)
+        h = self.model.temporal(z, self.arrival(graphs) if self.model.shares_dormant else None)
         if self.link and layout.world_size > 1:
             h = NodesToSnapshots.apply(h, layout, self.rank, self.group)  # [T_r, N, H]
         return h

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dyngnn.config import parse_cli
 from dyngnn.data.snapshots import Snapshots
@@ -250,3 +251,60 @@ def test_a_bad_store_stops_every_rank(ranks, tmp_path):
     for p in procs:
         assert p.returncode == 2, p.stderr[-2000:]
         assert f"{tmp_path / 'missing'}: no such store directory" in p.stderr
+
+
+@pytest.fixture(scope="module")
+def arriving(tmp_path_factory):
+    """1,100 of 2,000 nodes (in random order) get their first edges over 12 snapshots, 100
+    a step from t = 1; 900 never do. With no dropout, dormant nodes share one LSTM
+    trajectory."""
+    rng = np.random.default_rng(11)
+    n, t = 2000, 12
+    order, keys = rng.permutation(n), []
+    for step in range(t):
+        live = order[: max(2, 100 * step)]
+        src, dst = rng.choice(live, 2 * len(live)), rng.choice(live, 2 * len(live))
+        keys.append(np.unique(src * n + dst))
+    path = tmp_path_factory.mktemp("arriving") / "s"
+    DeltaStore.from_snapshots(Snapshots(n, np.arange(n), keys), path=path)
+    return path
+
+
+def no_dropout(store, run_dir):
+    args = settings(store, run_dir, "link")
+    args[args.index("--model.dropout") + 1] = "0"
+    return args
+
+
+def test_shared_dormant_trajectories_give_the_numbers_of_every_node_run_on_any_ranks(
+    ranks, runs, arriving, tmp_path, monkeypatch
+):
+    from dyngnn.models import gcn_lstm
+
+    # every rank's nodes take the shared path, in the training pass (to the horizon) and in evaluation
+    store = DeltaStore.open(arriving)
+    first = np.full(store.num_nodes, gcn_lstm.NEVER)
+    for t in reversed(range(store.num_snapshots)):
+        first[np.unique(store.snapshot(t)[0].numpy())] = t
+    for world in (1, 3):
+        for n0, n1 in block_ranges(store.num_nodes, world, "nodes"):
+            for steps in (8, 12):
+                assert gcn_lstm.DormantGroups.plan(torch.as_tensor(first[n0:n1]), steps) is not None
+    shared = Trainer(parse_cli(no_dropout(arriving, tmp_path / "shared")))
+    shared.fit()
+    h_shared = shared._states(shared._prepare()[0])
+    monkeypatch.setattr(gcn_lstm.DormantGroups, "WORTH", 0.0)  # no plan is worth it: every node runs
+    every = Trainer(parse_cli(no_dropout(arriving, tmp_path / "every")))
+    every.fit()
+    torch.testing.assert_close(h_shared, every._states(every._prepare()[0]), rtol=1e-9, atol=1e-12)
+    procs = ranks(3, ["-m", "dyngnn.train", *no_dropout(arriving, tmp_path / "ranks")])
+    assert all(p.returncode == 0 for p in procs), "\n".join(p.stderr[-3000:] for p in procs)
+    ref = runs.metrics(tmp_path / "every")
+    for run in ("shared", "ranks"):
+        ours = runs.metrics(tmp_path / run)
+        np.testing.assert_allclose([m["train_loss"] for m in ours[:-1]], [m["train_loss"] for m in ref[:-1]], rtol=1e-9)
+        runs.assert_same_weights(tmp_path / run, tmp_path / "every")
+        # rank metrics to 1e-6: nodes with equal neighbourhoods (one out-edge, say) have
+        # equal states up to rounding, which may order such a tie differently
+        for key, value in ref[-1]["test"].items():
+            np.testing.assert_allclose(ours[-1]["test"][key], value, rtol=1e-6, err_msg=f"{run}: {key}")

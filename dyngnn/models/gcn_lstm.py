@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -262,8 +263,52 @@ class GCNLSTM(nn.Module):
         pieces.append(self.gcn_batched(graphs[start:], key))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
-    def temporal(self, z_TNF: torch.Tensor) -> torch.Tensor:
+    @property
+    def shares_dormant(self) -> bool:
+        """Whether nodes with no edge and zero inputs so far ("dormant") have the GCN
+        output :meth:`dormant_input` in this mode: without an embedding, and without
+        dropout masks (evaluation, or ``dropout`` 0)."""
+        return self.embedding is None and not (self.training and self.dropout)
+
+    def dormant_input(self) -> torch.Tensor:
+        """``[1, F]``: the GCN output of a node with no edge (self-loop weight 1) and zero
+        inputs, the same at every snapshot."""
+        h = self.convs[0].lin.weight.new_zeros(1, self.convs[0].in_channels)
+        for i, conv in enumerate(self.convs):
+            h = _Affine.apply(h, conv.lin.weight, conv.bias)
+            if i + 1 < len(self.convs):
+                h = self.act(h)
+        return h
+
+    def dormant_states(self, steps: int, at: Sequence[int] = ()) -> tuple[torch.Tensor, dict]:
+        """The LSTM over ``steps`` steps of :meth:`dormant_input` from zero states, one
+        ``torch.lstm_cell`` step at a time (the same arithmetic however many steps or
+        ranks): its outputs ``[steps, H]``, and the states ``(h, c)`` (``[layers, 1, H]``
+        each) after ``s`` steps for each ``s`` in ``at``."""
+        inputs = [self.dormant_input()] * steps
+        kept: dict[int, tuple[list, list]] = {s: ([], []) for s in at}
+        for layer in range(self.lstm.num_layers):
+            weights = [getattr(self.lstm, f"{w}_l{layer}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            h = c = inputs[0].new_zeros(1, self.hidden) if steps else None
+            outputs = []
+            for x in inputs:
+                h, c = torch.lstm_cell(x, (h, c), *weights)
+                outputs.append(h)
+                if len(outputs) in kept:
+                    kept[len(outputs)][0].append(h)
+                    kept[len(outputs)][1].append(c)
+            inputs = outputs
+        states = {s: (torch.stack(hs), torch.stack(cs)) for s, (hs, cs) in kept.items()}
+        return torch.cat(inputs), states
+
+    def temporal(self, z_TNF: torch.Tensor, arrival: torch.Tensor | None = None) -> torch.Tensor:
         """``h_TNH``: the LSTM over the time axis for every node.
+
+        ``arrival`` (``[N]``, :func:`first_activity`), given where :attr:`shares_dormant`
+        holds: the step before which each node is dormant. On CPU, where an LSTM's cost
+        grows with nodes x steps, dormant nodes then share the dormant states, computed
+        once, and the LSTM runs over each node's steps from its group's arrival only
+        (:func:`lstm_sharing_dormant`), where that saves enough (:class:`DormantGroups`).
 
         On accelerators ``nn.LSTM`` (cuDNN). On CPU, by the size of one step (nodes x
         width): large steps one snapshot at a time (:func:`lstm_by_steps`, fused by
@@ -271,20 +316,57 @@ class GCNLSTM(nn.Module):
         the whole-sequence kernel's; smaller float32 steps through ``nn.LSTM``
         (oneDNN's whole-sequence kernel), which saves the per-step overhead.
         """
+        if arrival is not None and z_TNF.device.type == "cpu":
+            groups = DormantGroups.plan(arrival, z_TNF.shape[0])
+            if groups is not None:
+                return lstm_sharing_dormant(self, z_TNF, groups)
+        return self._lstm(z_TNF)
+
+    def _lstm(self, z_TNF: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The LSTM's outputs from initial states ``hx`` (``[layers, N, H]`` each; None: zeros)."""
         if z_TNF.device.type != "cpu":
-            return self.lstm(z_TNF)[0]
+            return self.lstm(z_TNF, hx)[0]
         large = z_TNF.shape[1] * self.hidden >= _LARGE_STEP
         fused = self.compile == "on" or (self.compile == "auto" and large)
         if not fused and not large and z_TNF.dtype == torch.float32:
-            return self.lstm(z_TNF)[0]
-        return lstm_by_steps(self.lstm, z_TNF, fused)
+            return self.lstm(z_TNF, hx)[0]
+        return lstm_by_steps(self.lstm, z_TNF, fused, hx)
 
     def forward(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
-        return self.temporal(self.encode_snapshots(graphs, key))
+        arrival = first_activity(graphs) - graphs[0].t if self.shares_dormant else None
+        return self.temporal(self.encode_snapshots(graphs, key), arrival)
 
 
-def lstm_by_steps(lstm: nn.LSTM, x_TNI: torch.Tensor, fused: bool = False) -> torch.Tensor:
-    """``nn.LSTM``'s output (time-major, zero initial state), one step per snapshot.
+NEVER = 2**62  # the arrival of a node dormant throughout
+
+
+def first_activity(graphs: Sequence[GraphInput]) -> torch.Tensor:
+    """``int64 [N]``: each node's first snapshot (its ``t``) in ``graphs`` with an edge
+    (either end), a self-loop weight other than 1 or a non-zero input; :data:`NEVER`
+    where there is none.
+
+    Before it, the node is dormant: it has no neighbours and zero inputs, so every GCN
+    layer gives it the output of an isolated node, the same for all dormant nodes.
+    """
+    n, device = graphs[0].adj.num_nodes, graphs[0].adj.loop_weight.device
+    first = torch.full((n,), NEVER, dtype=torch.long, device=device)
+    for g in reversed(graphs):
+        active = g.adj.loop_weight != 1
+        active[g.adj.edge_index.reshape(-1)] = True
+        if g.x is not None:
+            active |= (g.x != 0).any(1)
+        first.masked_fill_(active, g.t)
+    return first
+
+
+def lstm_by_steps(
+    lstm: nn.LSTM,
+    x_TNI: torch.Tensor,
+    fused: bool = False,
+    hx: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``nn.LSTM``'s output (time-major; initial states ``hx``, None: zeros), one step
+    per snapshot.
 
     A step is ``torch.lstm_cell``, or with ``fused`` the same arithmetic as one kernel
     per pass built by ``torch.compile`` (:class:`_FusedStep`): the gates' elementwise
@@ -296,8 +378,11 @@ def lstm_by_steps(lstm: nn.LSTM, x_TNI: torch.Tensor, fused: bool = False) -> to
     for layer in range(lstm.num_layers):
         w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
         b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
-        h = out.new_zeros(out.shape[1], lstm.hidden_size)
-        c = torch.zeros_like(h)
+        if hx is None:
+            h = out.new_zeros(out.shape[1], lstm.hidden_size)
+            c = torch.zeros_like(h)
+        else:
+            h, c = hx[0][layer], hx[1][layer]
         steps = []
         for x in out.unbind(0):  # unbind: one stack in the backward pass, not T full-size zero fills
             if step is not None:
@@ -342,6 +427,144 @@ class _FusedStep:
 
 
 _fused_step = _FusedStep()
+
+
+class DormantGroups:
+    """A plan for :func:`lstm_sharing_dormant`: nodes grouped by arrival.
+
+    Each group's LSTM runs from its first member's arrival to the end, from the dormant
+    state there; members arriving later in the group run their last dormant steps inside
+    it, and those rows of its output are replaced by the dormant states. :meth:`plan`
+    picks the groups that minimise node-steps plus :attr:`OVERHEAD` per group and step
+    (the cost of one more, smaller LSTM call).
+
+    Attributes:
+        starts: each group's first step, ascending.
+        nodes: each group's node indices (``int64``, ascending).
+        late: per group, the rows where a member is still dormant, as ``(t, rows of the
+            group's output flattened to [steps * members], rows of the whole output
+            flattened to [T * N])``.
+        never: nodes in no group: dormant at every step.
+        dormant_steps: steps of the dormant trajectory (to the last arrival).
+        node_steps: the node-steps the groups compute.
+    """
+
+    OVERHEAD = 64
+    WORTH = 0.7  # group only where the groups cost less than this fraction of every node's steps
+
+    def __init__(self, a: np.ndarray, steps: int, starts: list[int], nodes: list[np.ndarray]) -> None:
+        self.starts, self.dormant_steps = starts, int(a.max())
+        self.nodes = [torch.from_numpy(idx) for idx in nodes]
+        rest = np.ones(len(a), dtype=bool)
+        if nodes:
+            rest[np.concatenate(nodes)] = False
+        self.never = torch.from_numpy(np.flatnonzero(rest))
+        self.node_steps = sum(len(idx) * (steps - s) for s, idx in zip(starts, nodes, strict=True))
+        self.late = []
+        for s, idx in zip(starts, nodes, strict=True):
+            span = a[idx] - s  # rows [s, arrival) of each member are dormant
+            member = np.repeat(np.arange(len(idx)), span)
+            t = s + np.arange(len(member)) - np.repeat(np.cumsum(span) - span, span)
+            rows = (t - s) * len(idx) + member, t * len(a) + idx[member]
+            self.late.append(tuple(torch.from_numpy(v.astype(np.int64)) for v in (t, *rows)))
+
+    @classmethod
+    def plan(cls, arrival: torch.Tensor, steps: int) -> DormantGroups | None:
+        """The groups for ``arrival`` (``[N]``) over ``steps`` steps; None where they would
+        cost :attr:`WORTH` or more of running every node over every step."""
+        a = arrival.cpu().numpy().clip(0, steps)
+        n = len(a)
+        vals, counts = np.unique(a[a < steps], return_counts=True)
+        if n == 0 or a.max() == 0 or (len(vals) and vals[0] == 0 and counts[0] > cls.WORTH * n):
+            return None
+        cum = np.concatenate([[0], np.cumsum(counts)])
+        best, cut = np.zeros(len(vals) + 1), np.zeros(len(vals) + 1, dtype=np.int64)
+        for q in range(1, len(vals) + 1):  # the last group holds arrivals vals[p:q]
+            cost = best[:q] + (cum[q] - cum[:q] + cls.OVERHEAD) * (steps - vals[:q])
+            cut[q] = np.argmin(cost)
+            best[q] = cost[cut[q]]
+        if best[-1] >= cls.WORTH * n * steps:
+            return None
+        bounds, q = [], len(vals)
+        while q > 0:
+            bounds.insert(0, (int(cut[q]), q))
+            q = int(cut[q])
+        order = np.argsort(a, kind="stable")
+        return cls(a, steps, [int(vals[p]) for p, _ in bounds], [np.sort(order[cum[p] : cum[q]]) for p, q in bounds])
+
+
+def lstm_sharing_dormant(model: GCNLSTM, z_TNF: torch.Tensor, groups: DormantGroups) -> torch.Tensor:
+    """``model``'s LSTM output over ``z_TNF``, every dormant node-step taking the dormant
+    state (:meth:`GCNLSTM.dormant_states`), and each group of ``groups`` run over its own
+    steps from the dormant state at its start.
+
+    Dormant node-steps therefore hold one value, whatever the number of ranks or the
+    grouping. The rows of ``z_TNF`` a group does not take
+    get no gradient; the dormant inputs' share reaches the parameters through
+    :meth:`GCNLSTM.dormant_input`, which, being the same function of them, gives them the
+    gradients of the LSTM over every node.
+    """
+    h_ref, states = model.dormant_states(groups.dormant_steps, [s for s in groups.starts if s])
+    outs = []
+    pieces = _TakeGroups.apply(z_TNF, groups) if groups.starts else ()  # none: every node is dormant
+    for s, piece in zip(groups.starts, pieces, strict=True):
+        hx = tuple(v.expand(-1, piece.shape[1], -1).contiguous() for v in states[s]) if s else None
+        outs.append(model._lstm(piece, hx))
+    return _PutGroups.apply(h_ref, z_TNF.shape[:2], groups, *outs)
+
+
+class _TakeGroups(torch.autograd.Function):
+    """``x -> x[start:, nodes]`` for each group; backward: one gradient of ``x``, with
+    zeros where no group took a row."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, groups: DormantGroups):
+        ctx.shape, ctx.groups = x.shape, groups
+        return tuple(x[s:].index_select(1, idx) for s, idx in zip(groups.starts, groups.nodes, strict=True))
+
+    @staticmethod
+    def backward(ctx, *g_groups: torch.Tensor):
+        dx = None
+        for s, idx, g in zip(ctx.groups.starts, ctx.groups.nodes, g_groups, strict=True):
+            if g is not None:
+                dx = g.new_zeros(ctx.shape) if dx is None else dx
+                dx[s:].index_copy_(1, idx, g)
+        return dx, None
+
+
+class _PutGroups(torch.autograd.Function):
+    """``[T, N, H]``: each group's output from its start, and the dormant states
+    ``h_ref`` (``[dormant_steps, H]``) at every dormant node-step; backward: the group
+    rows' gradients, and the dormant rows' summed by step for ``h_ref``."""
+
+    @staticmethod
+    def forward(ctx, h_ref: torch.Tensor, shape, groups: DormantGroups, *outs: torch.Tensor) -> torch.Tensor:
+        ctx.groups = groups
+        out = h_ref.new_empty(*shape, h_ref.shape[1])
+        out[: groups.dormant_steps] = h_ref.unsqueeze(1)
+        flat = out.view(-1, h_ref.shape[1])
+        for s, idx, o, (t, _, rows) in zip(groups.starts, groups.nodes, outs, groups.late, strict=True):
+            out[s:].index_copy_(1, idx.to(out.device), o)
+            flat.index_copy_(0, rows.to(out.device), h_ref.index_select(0, t.to(out.device)))
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        gr, width = ctx.groups, g.shape[2]
+        g_ref = g.new_zeros(gr.dormant_steps, width)
+        g_outs = []
+        for s, idx, (t, rows, _) in zip(gr.starts, gr.nodes, gr.late, strict=True):
+            idx = idx.to(g.device)
+            if s:
+                g_ref[:s] += g[:s].index_select(1, idx).sum(1)
+            piece = g[s:].index_select(1, idx)
+            flat, rows = piece.view(-1, width), rows.to(g.device)
+            g_ref.index_add_(0, t.to(g.device), flat.index_select(0, rows))
+            flat.index_fill_(0, rows, 0)
+            g_outs.append(piece)
+        if len(gr.never):
+            g_ref += g[: gr.dormant_steps].index_select(1, gr.never.to(g.device)).sum(1)
+        return (g_ref, None, None, *g_outs)
 
 
 _LARGE_STEP = 2**21  # values (nodes x width) from which CPU LSTM steps run one at a time

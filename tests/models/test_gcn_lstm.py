@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dyngnn.models import GCNLSTM, GraphInput, normalize, structural_features
 
@@ -239,3 +241,148 @@ def test_bad_arguments_name_the_class():
         GCNLSTM(4, 0)
     with pytest.raises(ValueError, match=r"GCNLSTM.*activation"):
         GCNLSTM(4, 2, activation="swish")
+
+
+# -- dormant nodes: one shared LSTM trajectory ------------------------------------
+
+ARRIVAL = [3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10, 10]
+
+
+def arriving(dtype, steps=12, n=30):
+    """Nodes 0-23 get their first edges at ``ARRIVAL`` (a ring over the nodes arrived so
+    far); node 24 has only a self-loop of weight 2 at t = 0..2 (its loop weight stays 1,
+    its in/out degree inputs do not); nodes 25-29 never have an edge."""
+    out = []
+    for t in range(steps):
+        live = [i for i, a in enumerate(ARRIVAL) if a <= t]
+        src, dst = live + [24] * (t < 3), live[1:] + live[:1] + [24] * (t < 3)
+        ei = torch.tensor([src, dst], dtype=torch.long).reshape(2, -1)
+        w = torch.tensor([1.0] * len(live) + [2.0] * (t < 3))
+        out.append(GraphInput(t, normalize(ei, w, n, dtype), structural_features(ei, n, dtype)))
+    return out
+
+
+def test_first_activity_is_the_first_edge_or_non_zero_input():
+    from dyngnn.models.gcn_lstm import NEVER, first_activity
+
+    g = arriving(torch.float64)
+    assert first_activity(g).tolist() == ARRIVAL + [0] + [NEVER] * 5
+    g[6].x[27, 1] = 0.5  # an input alone makes a node active
+    assert first_activity(g).tolist() == [*ARRIVAL, 0, NEVER, NEVER, 6, NEVER, NEVER]
+    assert first_activity(g[5:]).tolist() == [5] * 9 + ARRIVAL[9:] + [NEVER, NEVER, NEVER, 6, NEVER, NEVER]
+
+
+@given(st.lists(st.integers(0, 14), min_size=1, max_size=60), st.integers(1, 12), st.integers(0, 8))
+def test_a_plan_runs_every_node_from_its_group_and_marks_its_dormant_rows(arrival, steps, overhead):
+    from dyngnn.models.gcn_lstm import DormantGroups
+
+    DormantGroups.OVERHEAD = overhead
+    try:
+        plan = DormantGroups.plan(torch.tensor(arrival), steps)
+    finally:
+        DormantGroups.OVERHEAD = 64
+    a = [min(x, steps) for x in arrival]
+    n = len(a)
+    if plan is None:  # then no grouping costs less than WORTH of every node's steps; one group per arrival:
+        per_arrival = sum(steps - x for x in a) + overhead * sum(steps - v for v in set(a) - {steps})
+        assert per_arrival >= 0.7 * n * steps
+        return
+    assert plan.dormant_steps == max(a)
+    seen = sorted([i for nodes in plan.nodes for i in nodes.tolist()] + plan.never.tolist())
+    assert seen == list(range(n))
+    assert plan.starts == sorted(set(plan.starts)) and all(a[i] == steps for i in plan.never.tolist())
+    late = set()
+    for s, nodes, (t, rows, flat) in zip(plan.starts, plan.nodes, plan.late, strict=True):
+        nodes = nodes.tolist()
+        assert s == 0 or min(a[i] for i in nodes) == s
+        late |= {(int(u), nodes[r % len(nodes)]) for u, r in zip(t, rows, strict=True)}
+        assert [(r // len(nodes)) + s for r in rows.tolist()] == t.tolist()
+        assert flat.tolist() == [u * n + nodes[r % len(nodes)] for u, r in zip(t.tolist(), rows.tolist(), strict=True)]
+    in_groups = {i for nodes in plan.nodes for i in nodes.tolist()}
+    group_start = {i: s for s, nodes in zip(plan.starts, plan.nodes, strict=True) for i in nodes.tolist()}
+    assert late == {(u, i) for i in in_groups for u in range(group_start[i], a[i])}
+    assert plan.node_steps == sum(len(nodes) * (steps - s) for s, nodes in zip(plan.starts, plan.nodes, strict=True))
+    assert plan.node_steps + overhead * sum(steps - s for s in plan.starts) < 0.7 * n * steps
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("overhead", [0, 1])
+def test_dormant_nodes_share_one_trajectory_with_the_same_numbers(monkeypatch, dtype, overhead):
+    """The model's forward pass (sharing) against its GCN and LSTM over every node:
+    outputs and every parameter's gradient, two LSTM layers, nodes that never arrive."""
+    from dyngnn.models.gcn_lstm import DormantGroups, first_activity
+
+    monkeypatch.setattr(DormantGroups, "OVERHEAD", overhead)
+    torch.manual_seed(2)
+    g = arriving(dtype)
+    plan = DormantGroups.plan(first_activity(g), len(g))
+    assert plan is not None and len(plan.starts) > 2 and len(plan.never) == 5
+    assert plan.node_steps < 0.6 * 30 * len(g)
+    model = GCNLSTM(30, 2, hidden=5, lstm_layers=2).to(dtype)
+    w = torch.randn(len(g), 30, 5, dtype=dtype)
+    shared = model(g)
+    grads = torch.autograd.grad((shared * w).sum(), list(model.parameters()))
+    every = model.temporal(model.encode_snapshots(g))
+    ref_grads = torch.autograd.grad((every * w).sum(), list(model.parameters()))
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(shared, every, **tol)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+@pytest.mark.parametrize(("compile", "large_step"), [("off", 2**21), ("off", 1), ("on", 1)])
+def test_dormant_states_start_every_cpu_lstm_path(monkeypatch, compile, large_step, grouped):
+    """Groups through oneDNN's whole sequence, torch.lstm_cell steps and fused steps, from
+    the dormant states, against nn.LSTM over every node (as the model runs where grouping
+    saves too little)."""
+    from dyngnn.models import gcn_lstm
+
+    monkeypatch.setattr(gcn_lstm, "_LARGE_STEP", large_step)
+    monkeypatch.setattr(gcn_lstm.DormantGroups, "OVERHEAD", 1)
+    monkeypatch.setattr(gcn_lstm.DormantGroups, "WORTH", 0.7 if grouped else 0.0)
+    torch.manual_seed(7)
+    model = GCNLSTM(30, 2, hidden=4, lstm_layers=2, compile=compile)
+    arrival = torch.tensor([*ARRIVAL, 0] + [gcn_lstm.NEVER] * 5)
+    dormant = (torch.arange(12).unsqueeze(1) < arrival.clamp(max=12).unsqueeze(0)).unsqueeze(2)  # [T, N, 1]
+    active = torch.randn(12, 30, 4, requires_grad=True)
+    params = [active, *model.parameters()]
+
+    def grads(out):
+        return torch.autograd.grad(out.pow(2).sum(), params, allow_unused=True)
+
+    ref = model.lstm(torch.where(dormant, model.dormant_input(), active))[0]
+    ref_grads = grads(ref)
+    out = model.temporal(torch.where(dormant, model.dormant_input(), active), arrival)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    if grouped:  # one dormant state
+        assert torch.equal(out[:3, 25], out[:3, 0]) and torch.equal(out[:, 25], out[:, 29])
+    for a, b in zip(grads(out), ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_no_sharing_under_dropout_masks_or_with_an_embedding(monkeypatch):
+    from dyngnn.models import gcn_lstm
+
+    monkeypatch.setattr(gcn_lstm.DormantGroups, "OVERHEAD", 0)
+    g = arriving(torch.float64)
+    model = GCNLSTM(30, 2, hidden=5, dropout=0.3).double()
+    assert not model.shares_dormant  # training: every node has its own mask
+    torch.testing.assert_close(model(g, key=(0, 1)), model.temporal(model.encode_snapshots(g, (0, 1))), rtol=0, atol=0)
+    model.eval()
+    assert model.shares_dormant
+    assert not GCNLSTM(30, 2, hidden=5, embedding_dim=2).shares_dormant
+
+
+def test_nodes_dormant_throughout_take_the_lstm_of_the_dormant_input():
+    from dyngnn.models.gcn_lstm import NEVER
+
+    torch.manual_seed(8)
+    model = GCNLSTM(6, 2, hidden=3, lstm_layers=2).double()
+    z = model.dormant_input().expand(5, 6, 3)
+    out = model.temporal(z, torch.full((6,), NEVER))
+    ref = model.lstm(z.detach())[0]
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-14)
+    (g,) = torch.autograd.grad(out.sum(), model.convs[1].bias)
+    (g_ref,) = torch.autograd.grad(model.lstm(z)[0].sum(), model.convs[1].bias)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-14)
