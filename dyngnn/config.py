@@ -13,6 +13,8 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
+import re
 import signal
 import tomllib
 import types
@@ -73,6 +75,7 @@ class TaskConfig:
             0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1
         ):
             raise InputError("task.val_fraction and task.test_fraction must be in (0, 1) and sum below 1")
+        _at_least(self, "task", negatives=1, eval_negatives=1, max_positives=0, eval_max_positives=0)
 
 
 @dataclass
@@ -101,6 +104,7 @@ class ModelConfig:
             raise InputError("model.hidden, model.gcn_layers and model.lstm_layers must be >= 1")
         if not 0 <= self.dropout < 1:
             raise InputError(f"model.dropout {self.dropout}: must be in [0, 1)")
+        _at_least(self, "model", embedding_dim=0, checkpoint_every=0)
 
 
 @dataclass
@@ -119,8 +123,10 @@ class TrainingConfig:
     def validate(self) -> None:
         if self.epochs < 1:
             raise InputError(f"training.epochs {self.epochs}: must be >= 1")
-        if not self.lr > 0:
-            raise InputError(f"training.lr {self.lr}: must be > 0")
+        if not 0 < self.lr < math.inf:
+            raise InputError(f"training.lr {self.lr}: must be a finite number > 0")
+        if not 0 <= self.weight_decay < math.inf:
+            raise InputError(f"training.weight_decay {self.weight_decay}: must be a finite number >= 0")
 
 
 @dataclass
@@ -153,8 +159,19 @@ class RunConfig:
     def validate(self) -> None:
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise InputError("run.checkpoint_every and run.keep_checkpoints must be >= 1")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise InputError(f"run.device {self.device!r}: expected auto, cpu, cuda or cuda:N")
+        if Path(self.dir).exists() and not Path(self.dir).is_dir():
+            raise InputError(f"run.dir {self.dir}: exists and is not a directory")
         malloc.parse(self.malloc)
         signal_number(self.stop_signal)
+
+
+def _at_least(section: Any, name: str, **bounds: int) -> None:
+    """Refuse the first key of ``section`` below its bound, naming it."""
+    for key, low in bounds.items():
+        if getattr(section, key) < low:
+            raise InputError(f"{name}.{key} {getattr(section, key)}: must be >= {low}")
 
 
 def signal_number(name: str) -> signal.Signals | None:
@@ -260,6 +277,8 @@ def load_toml(path: Path | str) -> Config:
             values of the wrong type.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; --config expects a TOML file (examples in configs/)")
     if not path.is_file():
         raise InputError(f"{path}: no such config file")
     try:
@@ -290,7 +309,9 @@ def parse_cli(argv: list[str]) -> Config:
     """Resolve ``[--config FILE] [--resume] [--section.key value ...]`` into a Config.
 
     Keys and values are checked here (one-line errors with close matches); tyro then
-    parses the overrides on top of the TOML values.
+    parses the overrides on top of the TOML values. ``--resume`` without ``--config``
+    starts from the run directory's ``config.json``, so only what changes (more
+    epochs, say) needs to be given again.
     """
     import tyro
 
@@ -302,6 +323,13 @@ def parse_cli(argv: list[str]) -> Config:
             raise InputError("--config: expects a TOML file")
         base = load_toml(argv[i + 1])
         del argv[i : i + 2]
+    elif "--resume" in argv or "--run.resume" in argv:
+        saved = Path(_flag_value(argv, "--run.dir") or base.run.dir) / "config.json"
+        if saved.is_file():
+            try:
+                base = from_dict(json.loads(saved.read_text()), str(saved))
+            except json.JSONDecodeError as e:
+                raise InputError(f"{saved}: not valid JSON ({e})") from None
     if "--resume" in argv:
         argv.remove("--resume")
         argv.append("--run.resume")
@@ -333,7 +361,23 @@ def parse_cli(argv: list[str]) -> Config:
             raise InputError(f"command line: --{key} expects a value")
         _check_type(f"{section}.{name}", value, typ, "command line")
         i += 1 if inline else 2
-    return tyro.cli(Config, args=argv, default=base, prog="dyngnn train").validate()
+    return tyro.cli(Config, args=argv, default=base, prog="dyngnn train", description=TRAIN_HELP).validate()
+
+
+TRAIN_HELP = """Train a temporal GCN-LSTM. Settings: defaults < --config FILE (TOML) < --section.key value.
+--config FILE: a TOML file with any subset of the sections below (examples in configs/).
+--resume: continue the run in --run.dir from its last checkpoint; without --config, the
+run's config.json gives the settings, so only changes (more epochs, say) need repeating."""
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value of ``flag`` in ``argv`` (``--flag value`` or ``--flag=value``), if given."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"{flag}="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 README_BEGIN = "<!-- configuration reference: generated by `python -m dyngnn.config --write`; do not edit -->"

@@ -135,11 +135,10 @@ class LinkTask:
         max_positives: int = 0,
         eval_max_positives: int = 0,
     ) -> None:
-        if negatives < 1 or eval_negatives < 1 or max_positives < 0 or eval_max_positives < 0:
-            raise InputError(
-                f"task.negatives {negatives}, task.eval_negatives {eval_negatives} and task.max_positives "
-                f"{max_positives}: must be >= 1, >= 1 and >= 0"
-            )
+        bounds = {"negatives": 1, "eval_negatives": 1, "max_positives": 0, "eval_max_positives": 0}
+        for key, value in zip(bounds, (negatives, eval_negatives, max_positives, eval_max_positives), strict=True):
+            if value < bounds[key]:
+                raise InputError(f"task.{key} {value}: must be >= {bounds[key]}")
         self.num_nodes, self.split, self.seed = num_nodes, split, seed
         self.max_positives, self.eval_max_positives = max_positives, eval_max_positives
         self.negatives, self.eval_negatives = negatives, eval_negatives

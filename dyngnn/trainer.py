@@ -227,6 +227,10 @@ class Trainer:
         self.restarted = restarted
         self.resume = cfg.run.resume or (restarted and self.latest_checkpoint() is not None)
         if not self.resume and held and not restarted:
+            if self.latest_checkpoint() is None:
+                raise InputError(
+                    f"{self.run_dir}: holds a run without checkpoints (delete it, or use another --run.dir)"
+                )
             raise InputError(f"{self.run_dir}: already holds a run (use --resume, or another --run.dir)")
         self.store = self._open_store_once()
         n, t = self.store.num_nodes, self.store.num_snapshots
@@ -410,14 +414,11 @@ class Trainer:
         global_count = self._sum(count)
         loss = self._sum(float(total.detach())) / global_count
         if not np.isfinite(loss):
-            last = self.latest_checkpoint()
-            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
-            raise InputError(
-                f"epoch {self.epoch + 1}: training loss is {loss} (not finite); stopped, {kept}. "
-                "Try a smaller --training.lr"
-            )
+            self._not_finite(f"training loss is {loss}")
         (total * (self.world / global_count)).backward()
         self.optimizer.step()
+        if not all(bool(p.isfinite().all()) for p in self.optimizer.param_groups[0]["params"]):
+            self._not_finite("the optimizer step made weights that are not finite")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_seconds = time.perf_counter() - start
@@ -437,6 +438,14 @@ class Trainer:
             "peak_memory_bytes": self._sum(peak_memory_bytes(self.device)),
             "world_size": self.world,
         }
+
+    def _not_finite(self, what: str) -> None:
+        last = self.latest_checkpoint()
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+        raise InputError(
+            f"epoch {self.epoch + 1}: {what} (not finite); stopped, {kept}. "
+            "Start again with a smaller --training.lr in another --run.dir"
+        )
 
     def _task_loss(self, h: torch.Tensor, targets: dict[int, torch.Tensor]) -> tuple[torch.Tensor, int]:
         if self.cfg.task.kind == "link":
@@ -533,29 +542,38 @@ class Trainer:
                 self._tb.add_scalar(name, value, record["epoch"])
             self._tb.flush()
 
-    def _open_tensorboard(self) -> None:
-        self._tb = None
-        if not self.cfg.run.tensorboard or not self.is_main:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise InputError("run.tensorboard = true needs the tensorboard package (pip install tensorboard)") from None
-        self._tb = SummaryWriter(str(self.run_dir / "tb"))
-
     def _start_run_dir(self) -> None:
-        """Resolved config, and on resume the checkpoint state with metrics cut to match."""
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1) + "\n")
-            if self.restarted and not self.resume:  # killed before its first checkpoint: start over
-                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        """On resume the checkpoint's state, then the run directory: the resolved config,
+        and metrics cut to match the checkpoint. Every check comes first, so a refused
+        start writes nothing."""
+        writer = None
+        if self.cfg.run.tensorboard and self.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter as writer
+            except ImportError:
+                raise InputError(
+                    "run.tensorboard = true needs the tensorboard package (pip install tensorboard)"
+                ) from None
         if self.resume:
             last = self.latest_checkpoint()
             if last is None:
-                raise InputError(f"{self.run_dir}: --resume, but there is no checkpoint to resume from")
+                raise InputError(
+                    f"{self.run_dir}: --resume, but there is no checkpoint to resume from "
+                    "(start over in another --run.dir)"
+                )
             self.load_checkpoint(last)
             log.info("resuming from %s (epoch %d)", last, self.epoch)
+        self._tb = None
+        if self.is_main:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise InputError(f"run.dir {self.run_dir}: cannot create it ({e.strerror})") from None
+            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1) + "\n")
+            if self.restarted and not self.resume:  # killed before its first checkpoint: start over
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            self._tb = writer(str(self.run_dir / "tb")) if writer else None
+        if self.resume:
             metrics = self.run_dir / "metrics.jsonl"
             if metrics.exists() and self.is_main:
                 keep = [
@@ -578,7 +596,6 @@ class Trainer:
         from tqdm import tqdm
 
         self._start_run_dir()
-        self._open_tensorboard()
         cfg = self.cfg
         show = None if cfg.run.progress and self.is_main else True
         epochs = tqdm(total=cfg.training.epochs, initial=self.epoch, desc="[dyngnn] epochs", disable=show)

@@ -13,6 +13,7 @@ from dyngnn.config import parse_cli
 from dyngnn.data.snapshots import Snapshots
 from dyngnn.data.store import DeltaStore
 from dyngnn.data.synthetic import synthesize
+from dyngnn.errors import InputError
 from dyngnn.trainer import Trainer
 
 EPOCH_KEYS = {
@@ -124,12 +125,69 @@ def test_node_regression_on_targets(tmp_path):
         ),
         (["--run.malloc", "jemalloc"], "run.malloc 'jemalloc': expected 'reuse', 'glibc' or 'mmap:N'"),
         (["--run.keep_checkpoints", "0"], "run.checkpoint_every and run.keep_checkpoints must be >= 1"),
+        (["--run.device", "gpu"], "run.device 'gpu': expected auto, cpu, cuda or cuda:N"),
+        (["--model.embedding_dim", "-1"], "model.embedding_dim -1: must be >= 0"),
+        (["--model.checkpoint_every", "-3"], "model.checkpoint_every -3: must be >= 0"),
+        (["--training.weight_decay", "-1"], "training.weight_decay -1.0: must be a finite number >= 0"),
+        (["--training.lr", "inf"], "training.lr inf: must be a finite number > 0"),
+        (["--task.eval_max_positives", "-1"], "task.eval_max_positives -1: must be >= 0"),
+        (["--task.negatives", "0"], "task.negatives 0: must be >= 1"),
+        (["--resume"], "--resume, but there is no checkpoint to resume from"),
     ],
 )
 def test_bad_settings_are_one_line(cli, tmp_path, args, expect):
     r = cli("train", "--run.dir", tmp_path / "run", *args)
     assert r.code == 2 and len(r.error_lines) == 1 and expect in r.error_lines[0], r.err
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_dir_that_cannot_be_a_directory_is_one_line(cli, tiny, tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = cli("train", *small(tiny, tmp_path / "file"))
+    assert r.code == 2 and r.error_lines == [
+        f"dyngnn: error: run.dir {tmp_path / 'file'}: exists and is not a directory"
+    ]
+    r = cli("train", *small(tiny, tmp_path / "file" / "run"))
+    assert r.code == 2 and len(r.error_lines) == 1 and "cannot create it" in r.err, r.err
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_resume_takes_the_runs_own_settings_and_a_refused_resume_writes_nothing(cli, runs, tiny, tmp_path):
+    run = tmp_path / "run"
+    straight = tmp_path / "straight"
+    settings = ["--task.max_positives", "20", "--model.gcn_layers", "1"]
+    assert cli("train", *small(tiny, straight, *settings)).code == 0
+    assert cli("train", *small(tiny, run, *settings, "--training.epochs", "2")).code == 0
+    before = {f: (run / f).read_bytes() for f in ("config.json", "metrics.jsonl")}
+    r = cli("train", "--run.dir", run, "--resume", "--model.hidden", "9", "--training.epochs", "3")
+    assert r.code == 2 and "model.hidden 8 (checkpoint) vs 9 (now)" in r.err, r.err
+    assert {f: (run / f).read_bytes() for f in before} == before
+    r = cli("train", "--run.dir", run, "--resume", "--training.epochs", "3")  # only what changes
+    assert r.code == 0, r.err
+    assert json.loads((run / "config.json").read_text())["task"]["max_positives"] == 20
+    final = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert final["epoch"] == 3
+    runs.assert_same_weights(run, straight)
+
+
+def test_weights_that_stop_being_finite_stop_the_run_before_a_checkpoint(tiny, tmp_path, monkeypatch):
+    trainer = Trainer(parse_cli(small(tiny, tmp_path / "run", "--training.epochs", "4")))
+    step, calls = trainer.optimizer.step, []
+
+    def poisoned(*args, **kwargs):
+        step(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                trainer.model.convs[0].bias.fill_(float("inf"))
+
+    monkeypatch.setattr(trainer.optimizer, "step", poisoned)
+    with pytest.raises(InputError, match=r"epoch 3: the optimizer step made weights that are not finite"):
+        trainer.fit()
+    assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))] == [
+        "epoch-00001.pt",
+        "epoch-00002.pt",
+    ]
 
 
 def test_malloc_settings_keep_the_numbers(tiny, tmp_path):
@@ -205,6 +263,8 @@ def test_bad_toml_config(cli, tmp_path):
     cfg.write_text("[trainig]\nepochs = 3\n")
     r = cli("train", "--config", cfg)
     assert r.code == 2 and "unknown config key 'trainig'; did you mean" in r.err
+    r = cli("train", "--config", tmp_path)
+    assert r.code == 2 and f"{tmp_path}: is a directory; --config expects a TOML file" in r.err
 
 
 def test_node_task_needs_targets(cli, tiny, tmp_path):
