@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from dyngnn.errors import InputError
+
+if TYPE_CHECKING:
+    from dyngnn.config import Config
 
 log = logging.getLogger("dyngnn")
 
@@ -19,21 +23,26 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def run(argv: list[str]) -> int:
-    """Train as configured by ``argv``; the process group, if any, is closed on the way out."""
+    """Train as configured by ``argv``; the process group, if any, is closed on the way out.
+
+    The settings are checked before torch is imported, so that help and mistakes in
+    them answer at once.
+    """
+    from dyngnn.config import parse_cli
+
+    cfg = parse_cli(argv)
     import torch.distributed as dist
 
     try:
-        return _train(argv)
+        return _train(cfg)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(argv: list[str]) -> int:
-    from dyngnn.config import parse_cli
+def _train(cfg: Config) -> int:
     from dyngnn.trainer import Trainer
 
-    cfg = parse_cli(argv)
     trainer = Trainer(cfg)
     if not trainer.is_main:  # other ranks report warnings and errors only
         logging.getLogger("dyngnn").setLevel(logging.WARNING)

@@ -471,9 +471,11 @@ class Trainer:
         return found[-1] if found else None
 
     def _numbers_config(self) -> dict[str, Any]:
-        """Settings a checkpoint must agree with (run dir and epoch count may differ)."""
+        """Settings a checkpoint must agree with (the run section, the epoch count and the
+        transfer mode, which moves the same snapshots, may differ)."""
         d = self.cfg.to_dict()
         d.pop("run")
+        d.pop("transfer")
         d["training"].pop("epochs")
         return d
 
@@ -613,6 +615,15 @@ class Trainer:
                 postfix = {k: f"{v:.4f}" for k, v in record["val"].items()}
                 epochs.set_postfix(loss=f"{record['train_loss']:.4f}", **postfix)
                 epochs.update(1)
+                if epochs.disable and self.is_main:  # no bar (a log file, say): one line per epoch
+                    log.info(
+                        "epoch %d/%d: loss %.4f, val %s, %.2f s",
+                        self.epoch,
+                        cfg.training.epochs,
+                        record["train_loss"],
+                        " ".join(f"{k} {v}" for k, v in postfix.items()),
+                        record["epoch_seconds"],
+                    )
                 if stopping:
                     snaps.close()
                     epochs.close()
