@@ -2,15 +2,23 @@
 
 Every error caused by input (files, flags, stores) ends as one line on stderr,
 ``dyngnn: error: <what> (<where>)``, and exit status 2, with nothing half-written.
+Ctrl-C and SIGTERM (``kill``, ``timeout``, SLURM time limits) also leave nothing
+half-written: they end as one line and exit status 130 or 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +26,7 @@ from dyngnn import __version__
 from dyngnn.errors import InputError
 
 log = logging.getLogger("dyngnn")
+_VERBOSE = ("-v", "--verbose")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,10 +122,13 @@ def _print_inspection(st: dict[str, Any], rows: int) -> None:
         lines.append(("source", ", ".join(f"{k}={v}" for k, v in src.items())))
     for k, v in lines:
         print(f"{k:<11} {v}")
+    if rows == 0:
+        return
     print()
     print(f"{'t':>7} {'edges':>11} {'encoding':>9} {'+added':>10} {'-removed':>10} {'~reweighted':>12}")
     snaps = st["snapshots"]
-    shown = snaps if len(snaps) <= rows else [*snaps[: rows - rows // 3], None, *snaps[-(rows // 3) :]]
+    tail = rows // 3
+    shown = snaps if len(snaps) <= rows else [*snaps[: rows - tail], None, *snaps[len(snaps) - tail :]]
     for s in shown:
         if s is None:
             print(f"{'...':>7}  ({len(snaps) - len(shown) + 1:,} more; --rows N or --json to see them)")
@@ -130,6 +142,8 @@ def _print_inspection(st: dict[str, Any], rows: int) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from dyngnn.data.store import DeltaStore
 
+    if args.rows < 0:
+        raise InputError(f"--rows {args.rows}: must be >= 0")
     st = DeltaStore.open(args.store).stats()
     if args.json:
         json.dump(st, sys.stdout, indent=1)
@@ -208,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="turn a temporal edge list or PyG-Temporal JSON into a delta store",
         description=(
             "Convert SOURCE into a delta store directory. SOURCE is a file or the name of a "
-            "bundled dataset (bitcoinalpha). Event lists (src dst [weight] time rows) are cut "
-            "into snapshots of --window; an edge lives for --lifetime (default: one window). "
+            "bundled dataset (bitcoinalpha). Event lists (src dst [weight] time rows) need "
+            "--window: they are cut into snapshots of that length, and an edge lives for "
+            "--lifetime (default: one window). "
             "Example: dyngnn data convert bitcoinalpha --out store --window 7d"
         ),
     )
@@ -218,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--format", default="auto", choices=["auto", "snap", "pygt-json"], help="input format (default: by extension)"
     )
-    c.add_argument("--window", help="snapshot length: seconds, or a number with s/m/h/d/w (e.g. 7d)")
+    c.add_argument(
+        "--window", help="snapshot length, required for event lists: seconds, or a number with s/m/h/d/w (e.g. 7d)"
+    )
     c.add_argument("--lifetime", help="how long an event stays in snapshots (>= window; default: window)")
     c.add_argument(
         "--weight",
@@ -241,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = dsub.add_parser("inspect", help="sizes, edges per snapshot and encodings of a store")
     i.add_argument("store", type=Path, help="store directory")
     i.add_argument("--json", action="store_true", help="print everything as JSON")
-    i.add_argument("--rows", type=int, default=20, help="snapshot rows in the table (default 20)")
+    i.add_argument(
+        "--rows", type=int, default=20, help="snapshot rows in the table (default 20; 0: no table, the summary only)"
+    )
     i.set_defaults(func=cmd_inspect)
 
     s = dsub.add_parser(
@@ -280,22 +299,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread; a BaseException, so that no ``except Exception`` stops it."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`_Terminated`.
+
+    It unwinds like Ctrl-C, so ``with`` blocks remove what they were writing (a store's
+    hidden temporary directory) instead of the process dying with it on disk.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:
-        # the trainer's settings are parsed by dyngnn.config (tyro), not by argparse
-        args = argparse.Namespace(func=cmd_train, settings=argv[1:], verbose=False)
+    lead = len(list(itertools.takewhile(lambda a: a in _VERBOSE, argv)))
+    if argv[lead : lead + 1] == ["train"]:
+        # The trainer's settings are parsed by dyngnn.config (tyro), not by argparse;
+        # -v is dyngnn's own flag, before or after `train` (no setting's value is "-v").
+        settings = argv[lead + 1 :]
+        args = argparse.Namespace(
+            func=cmd_train,
+            settings=[a for a in settings if a not in _VERBOSE],
+            verbose=lead > 0 or any(a in _VERBOSE for a in settings),
+        )
     else:
         args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
-        return args.func(args)
+        with _sigterm_raises():
+            code = args.func(args)
+            sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+            return code
     except InputError as e:
         sys.stderr.write(f"dyngnn: error: {e}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("dyngnn: interrupted\n")
         return 130
+    except _Terminated:
+        sys.stderr.write("dyngnn: terminated (SIGTERM)\n")
+        return 128 + signal.SIGTERM
+    except BrokenPipeError:
+        # stdout closed early (`dyngnn data inspect S --json | head -1`): stop quietly, as
+        # cat does; output still buffered goes to devnull, not to a traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

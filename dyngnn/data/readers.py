@@ -15,7 +15,10 @@ import gzip
 import io
 import json
 import re
+import warnings
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,9 +83,18 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", errors="replace")
 
 
+@contextmanager
+def _gzip_errors(path: Path) -> Iterator[None]:
+    """Turn a truncated or corrupt gzip stream, found wherever reading gets to it, into an InputError."""
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InputError(f"{path}: truncated or corrupt gzip file ({e})") from None
+
+
 def _data_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of every line that is not blank or a comment."""
-    with _open_text(path) as f:
+    with _gzip_errors(path), _open_text(path) as f:
         for no, line in enumerate(f, 1):
             text = line.strip()
             if text and text[0] not in "#%":
@@ -152,9 +164,9 @@ def read_edge_list(path: Path | str, *, columns: str | None = None) -> Events:
         columns: comma-separated roles of the file's columns, e.g. ``"src,dst,-,time"``.
 
     Raises:
-        InputError: missing or empty file, a non-numeric field, a wrong number of
-            columns, a NaN/infinite/out-of-range timestamp, or a node id beyond int64;
-            the message names the file and line.
+        InputError: missing or empty file, a truncated or corrupt gzip file, a
+            non-numeric field, a wrong number of columns, a NaN/infinite/out-of-range
+            timestamp, or a node id beyond int64; the message names the file and line.
     """
     path = Path(path)
     if not path.is_file():
@@ -162,24 +174,27 @@ def read_edge_list(path: Path | str, *, columns: str | None = None) -> Events:
     sep, has_header, ncols, roles, first_no = _layout(path, columns)
     kind = {i: r for r, i in roles.items()}
     table = None
-    for time_type in ("i8", "f8"):
-        types = {"src": "i8", "dst": "i8", "weight": "f8", "time": time_type}
-        # Unused columns are read as 1-char strings: parsed cheaply, and a ragged row
-        # still fails (numpy checks the width of every row only without usecols).
-        dtype = np.dtype([(kind.get(i, f"_{i}"), types[kind[i]] if i in kind else "U1") for i in range(ncols)])
-        try:
-            with _open_text(path) as f:
-                table = np.loadtxt(
-                    f,
-                    dtype=dtype,
-                    delimiter=sep,
-                    comments=["#", "%"],
-                    skiprows=first_no if has_header else first_no - 1,
-                    ndmin=1,
-                )
-            break
-        except (ValueError, OverflowError, IndexError):
-            continue
+    with _gzip_errors(path):  # outside the try: an InputError is a ValueError
+        for time_type in ("i8", "f8"):
+            types = {"src": "i8", "dst": "i8", "weight": "f8", "time": time_type}
+            # Unused columns are read as 1-char strings: parsed cheaply, and a ragged row
+            # still fails (numpy checks the width of every row only without usecols).
+            dtype = np.dtype([(kind.get(i, f"_{i}"), types[kind[i]] if i in kind else "U1") for i in range(ncols)])
+            try:
+                # a header with no rows after it is reported below, as an empty file
+                with _open_text(path) as f, warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)
+                    table = np.loadtxt(
+                        f,
+                        dtype=dtype,
+                        delimiter=sep,
+                        comments=["#", "%"],
+                        skiprows=first_no if has_header else first_no - 1,
+                        ndmin=1,
+                    )
+                break
+            except (ValueError, OverflowError, IndexError):
+                continue
     if table is None:
         _scan(path, sep, has_header, ncols, roles)
     if len(table) == 0:
@@ -189,7 +204,7 @@ def read_edge_list(path: Path | str, *, columns: str | None = None) -> Events:
     bad |= np.abs(time.astype(np.float64)) >= _TIME_LIMIT
     if bad.any():
         line = _line_of_row(path, has_header, int(np.flatnonzero(bad)[0]))
-        raise InputError(f"{path}:{line}: timestamp {time[bad][0]!r} is not finite or beyond +-2^62")
+        raise InputError(f"{path}:{line}: timestamp {time[bad][0].item()} is not finite or beyond +-2^62")
     weight = table["weight"].astype(np.float64) if "weight" in roles else None
     if weight is not None and not np.isfinite(weight).all():
         line = _line_of_row(path, has_header, int(np.flatnonzero(~np.isfinite(weight))[0]))
@@ -235,13 +250,14 @@ def read_pygt_json(path: Path | str, *, weight_mode: str | None = None, undirect
     ``node_ids`` (e.g. Twitter tennis: ``X`` and ``y`` become per-snapshot node data).
 
     Raises:
-        InputError: missing file, invalid JSON, or JSON that matches neither schema.
+        InputError: missing file, a truncated or corrupt gzip file, invalid JSON, or
+            JSON that matches neither schema.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        with _open_text(path) as f:
+        with _gzip_errors(path), _open_text(path) as f:
             doc = json.load(f)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
@@ -370,6 +386,7 @@ def load_snapshots(
         lifetime=life,
         weight_mode=mode,
         undirected=undirected,
+        where=str(source),
     )
     meta["t_start"] = events.time.min().item()
     return snaps, meta

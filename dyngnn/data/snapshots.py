@@ -27,6 +27,7 @@ from dyngnn.errors import InputError
 
 WEIGHT_MODES = ("none", "count", "sum", "last")
 MAX_NODES = 3_037_000_499  # floor(sqrt(2**63 - 1)): the largest N whose keys fit int64
+MAX_SNAPSHOTS = 1_000_000  # beyond this, a window is almost surely in the wrong unit
 
 
 @dataclass
@@ -184,6 +185,7 @@ def bin_events(
     lifetime: int | float | None = None,
     weight_mode: str = "none",
     undirected: bool = False,
+    where: str = "events",
 ) -> Snapshots:
     """Turn timestamped events into snapshots (the semantics in the module docstring).
 
@@ -192,9 +194,11 @@ def bin_events(
         time: ``[M]`` timestamps, integer or float, in the unit of ``window``.
         weight: ``[M]`` event weights, or None.
         window: W > 0. lifetime: L >= W (default W).
+        where: names the source in error messages.
 
     Raises:
-        InputError: no events, ``W <= 0``, ``L < W``, or an unknown weight mode.
+        InputError: no events, ``W <= 0``, ``L < W``, more than :data:`MAX_SNAPSHOTS`
+            snapshots, or an unknown weight mode.
     """
     lifetime = window if lifetime is None else lifetime
     if not window > 0:
@@ -221,7 +225,13 @@ def bin_events(
 
     t_start = time.min()
     t_start = t_start.item()
-    num_snapshots = int(_floor_div(np.asarray([time.max() - t_start]), window)[0]) + 1
+    span = time.max().item() - t_start
+    if span / window >= MAX_SNAPSHOTS:  # checked in floats: the count may not fit int64
+        raise InputError(
+            f"{where}: window {window} over a time span of {span} makes {span // window + 1:,.0f} snapshots, "
+            f"more than {MAX_SNAPSHOTS:,}; are the timestamps in milliseconds? the window is in their unit"
+        )
+    num_snapshots = int(_floor_div(np.asarray([span]), window)[0]) + 1
     first, last = snapshot_range(time, t_start, window, lifetime)
     last = np.minimum(last, num_snapshots - 1)
     copies = last - first + 1
