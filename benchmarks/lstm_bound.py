@@ -14,7 +14,10 @@ twice that (gradients of both inputs and of both weights). This script prints:
 - the time those FLOP take at that rate: no LSTM, however written, is faster;
 - ``nn.LSTM`` (oneDNN on CPU) forward and backward over the same shape, best of
   ``--reps``, beside it, under the trainer's default allocator policy (``run.malloc``
-  ``reuse``; ``--malloc glibc`` leaves glibc's own).
+  ``reuse``; ``--malloc glibc`` leaves glibc's own);
+- on Bitcoin-Alpha, the share of node-steps whose node has no edge yet ("dormant"), and
+  the model's LSTM stage (``GCNLSTM.temporal``) with those sharing one trajectory and the
+  other nodes grouped by arrival, timed the same way, in the same run.
 
 Run: ``.venv/bin/python benchmarks/lstm_bound.py`` (under a minute).
 """
@@ -50,6 +53,40 @@ def matmul_rate(m: int, k: int, n: int, reps: int) -> float:
     return 2 * m * k * n * inner / warm_best_seconds(run, reps)
 
 
+def dormant_lstm(snaps, n: int, steps: int, h: int, reps: int) -> dict:
+    """The model's LSTM stage (``GCNLSTM.temporal``) over every node, and with dormant
+    nodes sharing one trajectory, forward and backward, best of ``reps`` each; inputs as
+    the GCN gives them (the dormant rows ``dormant_input()``, the others random)."""
+    import numpy as np
+    import torch
+
+    from dyngnn.models import GCNLSTM
+    from dyngnn.models.gcn_lstm import NEVER, DormantGroups
+
+    first = np.full(n, NEVER)
+    for t in reversed(range(steps)):
+        first[np.unique(snaps.edge_index(t))] = t
+    arrival = torch.from_numpy(first)
+    model = GCNLSTM(n, 2, hidden=h)
+    dormant = (torch.arange(steps).unsqueeze(1) < arrival.clamp(max=steps).unsqueeze(0)).unsqueeze(2)
+    active = torch.randn(steps, n, h, requires_grad=True)
+    plan = DormantGroups.plan(arrival, steps)
+
+    weight = torch.randn(steps, n, h)  # a gradient of the states as a loss gives it, not a broadcast one
+
+    def fwd_bwd(given):
+        z = torch.where(dormant, model.dormant_input(), active)
+        (model.temporal(z, given) * weight).sum().backward()
+
+    return {
+        "dormant_share": float(dormant.float().mean()),
+        "groups": len(plan.starts) if plan else 0,
+        "node_steps_share": plan.node_steps / (n * steps) if plan else 1.0,
+        "every_node_s": warm_best_seconds(lambda: fwd_bwd(None), reps),
+        "sharing_s": warm_best_seconds(lambda: fwd_bwd(arrival), reps),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=0, help="N (0: from weekly Bitcoin-Alpha)")
@@ -67,7 +104,7 @@ def main() -> None:
     from dyngnn.data.readers import load_snapshots
 
     malloc.apply(a.malloc)
-    n, steps = a.nodes, a.steps
+    n, steps, snaps = a.nodes, a.steps, None
     if not n or not steps:
         snaps, _ = load_snapshots("bitcoinalpha", window="7d")
         n = n or snaps.num_nodes
@@ -88,6 +125,7 @@ def main() -> None:
         lstm(x)[0].sum().backward()
 
     measured = warm_best_seconds(fwd_bwd, a.reps)
+    shared = dormant_lstm(snaps, n, steps, h, a.reps) if snaps is not None and n == snaps.num_nodes else None
     print(f"LSTM of one training epoch: N={n:,} nodes x {steps} steps, width {h}, {torch.get_num_threads()} threads")
     print(f"  matrix products: {forward_flop / 1e9:.1f} GFLOP forward, {flop / 1e9:.1f} GFLOP forward + backward")
     for name, rate in rates.items():
@@ -97,6 +135,13 @@ def main() -> None:
         f"  nn.LSTM forward + backward, best of {a.reps}, run.malloc {a.malloc}: {measured:.3f} s "
         f"({flop / measured / 1e9:.0f} GFLOP/s)"
     )
+    if shared:
+        print(
+            f"  dormant node-steps: {shared['dormant_share']:.1%}. The model's LSTM stage, forward + backward: "
+            f"{shared['every_node_s']:.3f} s over every node, {shared['sharing_s']:.3f} s with the dormant ones "
+            f"sharing one trajectory ({shared['groups']} arrival groups, {shared['node_steps_share']:.1%} of the "
+            "node-steps)"
+        )
     write_json(
         a.out,
         {
@@ -107,6 +152,7 @@ def main() -> None:
             "matmul_flop_per_s": rates,
             "lower_bound_s": flop / peak,
             "nn_lstm_s": measured,
+            "dormant_sharing": shared,
             "threads": torch.get_num_threads(),
         },
     )

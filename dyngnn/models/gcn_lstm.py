@@ -541,16 +541,21 @@ class _PutGroups(torch.autograd.Function):
     def forward(ctx, h_ref: torch.Tensor, shape, groups: DormantGroups, *outs: torch.Tensor) -> torch.Tensor:
         ctx.groups = groups
         out = h_ref.new_empty(*shape, h_ref.shape[1])
-        out[: groups.dormant_steps] = h_ref.unsqueeze(1)
-        flat = out.view(-1, h_ref.shape[1])
+        flat, width = out.view(-1, h_ref.shape[1]), h_ref.shape[1]
         for s, idx, o, (t, _, rows) in zip(groups.starts, groups.nodes, outs, groups.late, strict=True):
-            out[s:].index_copy_(1, idx.to(out.device), o)
+            idx = idx.to(out.device)
+            if s:
+                out[:s].index_copy_(1, idx, h_ref[:s].unsqueeze(1).expand(s, len(idx), width))
+            out[s:].index_copy_(1, idx, o)
             flat.index_copy_(0, rows.to(out.device), h_ref.index_select(0, t.to(out.device)))
+        if len(groups.never):
+            never = groups.never.to(out.device)
+            out.index_copy_(1, never, h_ref.unsqueeze(1).expand(-1, len(never), width))
         return out
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        gr, width = ctx.groups, g.shape[2]
+        gr, width, g = ctx.groups, g.shape[2], g.contiguous()  # one copy, not one per group, if it is not
         g_ref = g.new_zeros(gr.dormant_steps, width)
         g_outs = []
         for s, idx, (t, rows, _) in zip(gr.starts, gr.nodes, gr.late, strict=True):
