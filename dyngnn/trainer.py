@@ -70,10 +70,16 @@ def open_store(cfg: DataConfig) -> DeltaStore:
     """The configured store: ``data.store``, or ``data.source`` converted once and cached.
 
     The cache key covers the source file's bytes and every conversion option, so a
-    changed file or option makes a new store instead of reusing a stale one.
+    changed file or option makes a new store instead of reusing a stale one. A store's
+    node ids are checked once here, so a damaged store stops before any training.
     """
-    if cfg.store:
-        return DeltaStore.open(cfg.store)
+    store = DeltaStore.open(cfg.store) if cfg.store else _converted(cfg)
+    store.check_node_ids()
+    return store
+
+
+def _converted(cfg: DataConfig) -> DeltaStore:
+    """``data.source`` as a store, converted on first use and cached under ``data.cache_dir``."""
     from dyngnn import datasets
     from dyngnn.data.readers import detect_format, load_snapshots
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dyngnn.data.store import DeltaStore
+
 FIX = Path(__file__).parent / "fixtures"
 
 
@@ -129,6 +131,19 @@ def test_store_with_one_flipped_byte(cli, store):
     data[-2] ^= 0x10
     weights.write_bytes(bytes(data))
     check_store_fails(cli, store, f"{weights}", "checksum mismatch", commands=("verify",))
+
+
+def test_training_on_a_store_with_a_node_id_out_of_range_stops_before_any_work(cli, store, tmp_path):
+    pairs = np.load(store / "pairs.npy", mmap_mode="r+")
+    pairs[3, 1] = DeltaStore.open(store).num_nodes  # one past the last node
+    pairs.flush()
+    r = cli("train", "--data.store", store, "--run.dir", tmp_path / "run", "--training.epochs", "1")
+    assert r.code == 2 and r.error_lines == [
+        f"dyngnn: error: {store}: node ids outside 0..{DeltaStore.open(store).num_nodes - 1} (damaged store? "
+        "dyngnn data verify checks it)"
+    ], r.err
+    assert not (tmp_path / "run").exists()
+    check_store_fails(cli, store, "pairs.npy: checksum mismatch", commands=("verify",))
 
 
 def test_store_from_a_newer_format(cli, store):

@@ -826,6 +826,20 @@ class DeltaStore:
             "snapshots": per,
         }
 
+    def check_node_ids(self) -> None:
+        """Every stored edge's node ids are in ``0..N-1``: one pass over the stored pairs,
+        where a damaged store would otherwise fail mid-epoch (:meth:`verify` checks all).
+
+        Raises:
+            InputError: an id out of range, naming the store.
+        """
+        pairs = self._a["pairs"]
+        if len(pairs) and (int(pairs.min()) < 0 or int(pairs.max()) >= self.num_nodes):
+            raise InputError(
+                f"{self.path or 'store'}: node ids outside 0..{self.num_nodes - 1} (damaged store? "
+                "dyngnn data verify checks it)"
+            )
+
     def verify(self) -> None:
         """Check every checksum, then replay every snapshot and check its invariants.
 
