@@ -228,7 +228,8 @@ def known_keys() -> list[str]:
 
 
 def _unknown(key: str, where: str) -> InputError:
-    close = difflib.get_close_matches(key, known_keys(), n=3, cutoff=0.6)
+    candidates = known_keys() if "." in key else list(SECTIONS)
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else "; see dyngnn train --help"
     return InputError(f"{where}: unknown config key {key!r}{hint}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import resource
@@ -115,6 +116,16 @@ def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity (a metric with nothing to measure) as None,
+    so that metrics.jsonl is strict JSON (``null``)."""
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _scalars(record: dict[str, Any]) -> list[tuple[str, float]]:
@@ -283,6 +294,7 @@ class Trainer:
         self.ddp = DistributedDataParallel(self.net) if self.world > 1 else None
         self.param_bytes = sum(p.numel() * p.element_size() for p in self.net.parameters())
         self.epoch = 0
+        self._tb = None  # a TensorBoard writer, opened with the run directory
         if self.world > 1:
             dist.barrier()  # every rank has checked the run directory before rank 0 writes to it
 
@@ -291,12 +303,19 @@ class Trainer:
         return self.rank == 0
 
     def _check_same_config(self) -> None:
-        """Refuse to start when ranks were given different settings (compared by hash)."""
-        prints: list[str | None] = [None] * self.world
-        dist.all_gather_object(prints, self.cfg.fingerprint(exclude=()))
-        if len(set(prints)) > 1:
-            odd = [r for r, p in enumerate(prints) if p != prints[0]]
-            raise InputError(f"ranks {odd} were started with a different config than rank 0; start every rank alike")
+        """Refuse to start when ranks were given different settings, naming the first
+        setting that differs."""
+        settings: list[dict | None] = [None] * self.world
+        dist.all_gather_object(settings, self.cfg.to_dict())
+        odd = [r for r, d in enumerate(settings) if d != settings[0]]
+        if odd:
+            ours, theirs = settings[0], settings[odd[0]]
+            key = next(f"{s}.{k}" for s in ours for k in ours[s] if ours[s][k] != theirs[s][k])
+            section, name = key.split(".")
+            raise InputError(
+                f"ranks {odd} were started with a different config than rank 0 (first difference: {key} "
+                f"{theirs[section][name]!r} on rank {odd[0]}, {ours[section][name]!r} on rank 0); start every rank alike"
+            )
 
     def _open_store_once(self) -> DeltaStore:
         """Rank 0 opens (or converts) the store first; the others then open it too.
@@ -544,7 +563,7 @@ class Trainer:
         if not self.is_main:
             return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(_strict_json(record), allow_nan=False) + "\n")
         if self._tb is not None:
             for name, value in _scalars(record):
                 self._tb.add_scalar(name, value, record["epoch"])

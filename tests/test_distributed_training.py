@@ -131,6 +131,7 @@ def test_ranks_with_different_configs_are_refused(ranks, store, tmp_path):
     for p in procs:
         assert p.returncode == 2, p.stderr[-2000:]
         assert "ranks [1] were started with a different config than rank 0" in p.stderr
+        assert "(first difference: model.hidden 7 on rank 1, 6 on rank 0)" in p.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 

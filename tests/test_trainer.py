@@ -264,7 +264,7 @@ def test_bad_toml_config(cli, tmp_path):
     assert r.code == 2 and f"{cfg}: model.hidden = 'big': expected int" in r.err
     cfg.write_text("[trainig]\nepochs = 3\n")
     r = cli("train", "--config", cfg)
-    assert r.code == 2 and "unknown config key 'trainig'; did you mean" in r.err
+    assert r.code == 2 and "unknown config key 'trainig'; did you mean training?" in r.err
     r = cli("train", "--config", tmp_path)
     assert r.code == 2 and f"{tmp_path}: is a directory; --config expects a TOML file" in r.err
 
@@ -416,3 +416,15 @@ def test_training_pass_stops_at_the_horizon_with_the_same_loss_and_gradients(tin
     assert n_full == n_cut and cut == pytest.approx(full, rel=1e-13)
     for a, b in zip(g_full, g_cut, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-13)
+
+
+def test_metrics_lines_are_strict_json_with_null_for_metrics_without_a_value(tiny, tmp_path):
+    trainer = Trainer(parse_cli(small(tiny, tmp_path / "run")))
+    trainer.run_dir.mkdir()
+    trainer._write_metrics({"epoch": 1, "train_loss": 0.5, "val": {"auc": float("nan"), "mrr": 0.25}})
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    line = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert json.loads(line, parse_constant=refuse) == {"epoch": 1, "train_loss": 0.5, "val": {"auc": None, "mrr": 0.25}}
