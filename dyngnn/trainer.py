@@ -18,6 +18,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from dyngnn.distributed import (
 from dyngnn.errors import InputError
 from dyngnn.models.gcn_lstm import (
     GCNLSTM,
+    NEVER,
     GraphInput,
     LinkDecoder,
     NodeHead,
@@ -159,7 +161,9 @@ class _Net(nn.Module):
         own block's, and one all-reduce (``N`` int64, once per run) takes the minimum.
         """
         if self._arrival is None:
-            first = first_activity(graphs)
+            first = first_activity(graphs)  # positions in my block: snapshots from t0 on
+            t0 = self.layout.t_ranges[self.rank][0]
+            first = torch.where(first == NEVER, first, first + t0)
             if self.layout.world_size > 1:
                 dist.all_reduce(first, op=dist.ReduceOp.MIN, group=self.group)
             n0, n1 = self.layout.n_ranges[self.rank]
@@ -323,17 +327,7 @@ class Trainer:
         Rank 0's outcome is broadcast, so a bad store stops every rank with the same
         message instead of leaving the others waiting.
         """
-        if self.world == 1:
-            return open_store(self.cfg.data)
-        store, outcome = None, [None]
-        if self.is_main:
-            try:
-                store = open_store(self.cfg.data)
-            except InputError as e:
-                outcome = [str(e)]
-        dist.broadcast_object_list(outcome, src=0)
-        if outcome[0] is not None:
-            raise InputError(outcome[0])
+        store = self._on_rank0(lambda: open_store(self.cfg.data))
         return store if self.is_main else open_store(self.cfg.data)
 
     def _sum(self, value: float | int) -> float | int:
@@ -442,7 +436,7 @@ class Trainer:
             self._not_finite(f"training loss is {loss}")
         (total * (self.world / global_count)).backward()
         self.optimizer.step()
-        if not all(bool(p.isfinite().all()) for p in self.optimizer.param_groups[0]["params"]):
+        if not bool(torch.stack([p.isfinite().all() for p in self.optimizer.param_groups[0]["params"]]).all()):
             self._not_finite("the optimizer step made weights that are not finite")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -572,15 +566,8 @@ class Trainer:
     def _start_run_dir(self) -> None:
         """On resume the checkpoint's state, then the run directory: the resolved config,
         and metrics cut to match the checkpoint. Every check comes first, so a refused
-        start writes nothing."""
-        writer = None
-        if self.cfg.run.tensorboard and self.is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter as writer
-            except ImportError:
-                raise InputError(
-                    "run.tensorboard = true needs the tensorboard package (pip install tensorboard)"
-                ) from None
+        start writes nothing; a check that only rank 0 makes stops every rank."""
+        writer = self._on_rank0(self._tensorboard_writer)
         if self.resume:
             last = self.latest_checkpoint()
             if last is None:
@@ -590,25 +577,52 @@ class Trainer:
                 )
             self.load_checkpoint(last)
             log.info("resuming from %s (epoch %d)", last, self.epoch)
-        self._tb = None
+        self._on_rank0(self._write_run_dir)
+        self._tb = writer(str(self.run_dir / "tb")) if writer else None
+
+    def _tensorboard_writer(self) -> type | None:
+        """TensorBoard's ``SummaryWriter`` where ``run.tensorboard`` asks for it."""
+        if not self.cfg.run.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise InputError("run.tensorboard = true needs the tensorboard package (pip install tensorboard)") from None
+        return SummaryWriter
+
+    def _write_run_dir(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"run.dir {self.run_dir}: cannot create it ({e.strerror})") from None
+        (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1) + "\n")
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.restarted and not self.resume:  # killed before its first checkpoint: start over
+            metrics.unlink(missing_ok=True)
+        if self.resume and metrics.exists():
+            keep = [
+                line
+                for line in metrics.read_text().splitlines()
+                if line and not json.loads(line).get("final") and json.loads(line)["epoch"] <= self.epoch
+            ]
+            metrics.write_text("".join(f"{line}\n" for line in keep))
+
+    def _on_rank0(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on rank 0 alone (its result there, None elsewhere); an InputError it
+        raises is broadcast, so every rank stops with the same message instead of the
+        others failing or waiting at their next collective."""
+        if self.world == 1:
+            return fn()
+        result, outcome = None, [None]
         if self.is_main:
             try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise InputError(f"run.dir {self.run_dir}: cannot create it ({e.strerror})") from None
-            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1) + "\n")
-            if self.restarted and not self.resume:  # killed before its first checkpoint: start over
-                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            self._tb = writer(str(self.run_dir / "tb")) if writer else None
-        if self.resume:
-            metrics = self.run_dir / "metrics.jsonl"
-            if metrics.exists() and self.is_main:
-                keep = [
-                    line
-                    for line in metrics.read_text().splitlines()
-                    if line and not json.loads(line).get("final") and json.loads(line)["epoch"] <= self.epoch
-                ]
-                metrics.write_text("".join(f"{line}\n" for line in keep))
+                result = fn()
+            except InputError as e:
+                outcome = [str(e)]
+        dist.broadcast_object_list(outcome, src=0)
+        if outcome[0] is not None:
+            raise InputError(outcome[0])
+        return result
 
     def fit(self) -> dict[str, Any]:
         """Train to ``training.epochs`` and evaluate on the test split.

@@ -309,3 +309,30 @@ def test_shared_dormant_trajectories_give_the_numbers_of_every_node_run_on_any_r
         # equal states up to rounding, which may order such a tie differently
         for key, value in ref[-1]["test"].items():
             np.testing.assert_allclose(ours[-1]["test"][key], value, rtol=1e-6, err_msg=f"{run}: {key}")
+
+
+def test_a_rank_whose_nodes_all_stay_dormant_trains_with_the_others(ranks, runs, tmp_path):
+    """Nodes 20-39 (rank 1's block of 2) get their first edges in the test period: that
+    rank's LSTM takes no input, yet its all-to-all backward runs with the others'."""
+    rng = np.random.default_rng(3)
+    n, t = 40, 10
+    keys = []
+    for step in range(t):
+        live = np.arange(40 if step >= 8 else 20)
+        keys.append(np.unique(rng.choice(live, 30) * n + rng.choice(live, 30)))
+    DeltaStore.from_snapshots(Snapshots(n, np.arange(n), keys), path=tmp_path / "s")
+    Trainer(parse_cli(no_dropout(tmp_path / "s", tmp_path / "single"))).fit()
+    procs = ranks(2, ["-m", "dyngnn.train", *no_dropout(tmp_path / "s", tmp_path / "run")])
+    assert all(p.returncode == 0 for p in procs), "\n".join(p.stderr[-3000:] for p in procs)
+    ours, ref = runs.metrics(tmp_path / "run"), runs.metrics(tmp_path / "single")
+    np.testing.assert_allclose([m["train_loss"] for m in ours[:-1]], [m["train_loss"] for m in ref[:-1]], rtol=1e-9)
+    runs.assert_same_weights(tmp_path / "run", tmp_path / "single")
+
+
+def test_a_check_only_rank_0_makes_stops_every_rank_with_one_line(ranks, store, tmp_path):
+    (tmp_path / "file").write_text("x")
+    procs = ranks(2, ["-m", "dyngnn.train", *settings(store, tmp_path / "file" / "run", "link")])
+    for p in procs:
+        assert p.returncode == 2, p.stderr[-2000:]
+        assert f"run.dir {tmp_path / 'file' / 'run'}: cannot create it" in p.stderr
+        assert "Traceback" not in p.stderr

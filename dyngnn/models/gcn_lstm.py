@@ -183,6 +183,7 @@ class GCNLSTM(nn.Module):
             GCNConv(a, b, normalize=False, add_self_loops=False) for a, b in itertools.pairwise(dims)
         )
         self.lstm = nn.LSTM(hidden, hidden, num_layers=lstm_layers)  # time-major: [T, N, F]
+        self._plans: dict[tuple[int, int], tuple[torch.Tensor, DormantGroups | None]] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -317,10 +318,21 @@ class GCNLSTM(nn.Module):
         (oneDNN's whole-sequence kernel), which saves the per-step overhead.
         """
         if arrival is not None and z_TNF.device.type == "cpu":
-            groups = DormantGroups.plan(arrival, z_TNF.shape[0])
+            groups = self._plan(arrival, z_TNF.shape[0])
             if groups is not None:
                 return lstm_sharing_dormant(self, z_TNF, groups)
         return self._lstm(z_TNF)
+
+    def _plan(self, arrival: torch.Tensor, steps: int) -> DormantGroups | None:
+        """:meth:`DormantGroups.plan`, kept for the last few ``(arrival, steps)``: a trainer
+        passes the same ``arrival`` tensor every pass (the plan takes time quadratic in
+        the number of distinct arrival steps)."""
+        key = (id(arrival), steps)
+        kept = self._plans.get(key)
+        if kept is None or kept[0] is not arrival:
+            kept = (arrival, DormantGroups.plan(arrival, steps))
+            self._plans = dict(list(self._plans.items())[-3:]) | {key: kept}
+        return kept[1]
 
     def _lstm(self, z_TNF: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The LSTM's outputs from initial states ``hx`` (``[layers, N, H]`` each; None: zeros)."""
@@ -333,7 +345,7 @@ class GCNLSTM(nn.Module):
         return lstm_by_steps(self.lstm, z_TNF, fused, hx)
 
     def forward(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
-        arrival = first_activity(graphs) - graphs[0].t if self.shares_dormant else None
+        arrival = first_activity(graphs) if self.shares_dormant else None
         return self.temporal(self.encode_snapshots(graphs, key), arrival)
 
 
@@ -341,21 +353,22 @@ NEVER = 2**62  # the arrival of a node dormant throughout
 
 
 def first_activity(graphs: Sequence[GraphInput]) -> torch.Tensor:
-    """``int64 [N]``: each node's first snapshot (its ``t``) in ``graphs`` with an edge
-    (either end), a self-loop weight other than 1 or a non-zero input; :data:`NEVER`
-    where there is none.
+    """``int64 [N]``: each node's first position in ``graphs`` with an edge (either end),
+    a self-loop weight other than 1 or a non-zero input; :data:`NEVER` where there is
+    none.
 
     Before it, the node is dormant: it has no neighbours and zero inputs, so every GCN
     layer gives it the output of an isolated node, the same for all dormant nodes.
     """
     n, device = graphs[0].adj.num_nodes, graphs[0].adj.loop_weight.device
     first = torch.full((n,), NEVER, dtype=torch.long, device=device)
-    for g in reversed(graphs):
+    for i in reversed(range(len(graphs))):
+        g = graphs[i]
         active = g.adj.loop_weight != 1
         active[g.adj.edge_index.reshape(-1)] = True
         if g.x is not None:
             active |= (g.x != 0).any(1)
-        first.masked_fill_(active, g.t)
+        first.masked_fill_(active, i)
     return first
 
 
@@ -417,7 +430,9 @@ class _FusedStep:
             return None
         if self._step is None:
             log.info("model.compile: building the fused LSTM step with torch.compile (first epoch; cached on disk)")
-            self._step = torch.compile(_lstm_step, dynamic=False)
+            # shapes are static until a second batch size shows (groups of dormant
+            # nodes, say); then torch.compile builds one kernel for any size
+            self._step = torch.compile(_lstm_step)
         return self._step
 
     def fail(self, error: Exception) -> None:
@@ -499,15 +514,17 @@ def lstm_sharing_dormant(model: GCNLSTM, z_TNF: torch.Tensor, groups: DormantGro
     steps from the dormant state at its start.
 
     Dormant node-steps therefore hold one value, whatever the number of ranks or the
-    grouping. The rows of ``z_TNF`` a group does not take
-    get no gradient; the dormant inputs' share reaches the parameters through
-    :meth:`GCNLSTM.dormant_input`, which, being the same function of them, gives them the
-    gradients of the LSTM over every node.
+    grouping. The rows of ``z_TNF`` a group does not take get no gradient; the dormant
+    inputs' share reaches the parameters through :meth:`GCNLSTM.dormant_input`, which,
+    being the same function of them, gives them the gradients of the LSTM over every
+    node. Where every node is dormant, ``z_TNF`` still gets its (zero) gradient, so that
+    a backward pass through it (the all-to-all of a multi-rank run) runs on every rank.
     """
     h_ref, states = model.dormant_states(groups.dormant_steps, [s for s in groups.starts if s])
+    if not groups.starts:
+        return _PutGroups.apply(h_ref, z_TNF.shape[:2], groups, z_TNF)
     outs = []
-    pieces = _TakeGroups.apply(z_TNF, groups) if groups.starts else ()  # none: every node is dormant
-    for s, piece in zip(groups.starts, pieces, strict=True):
+    for s, piece in zip(groups.starts, _TakeGroups.apply(z_TNF, groups), strict=True):
         hx = tuple(v.expand(-1, piece.shape[1], -1).contiguous() for v in states[s]) if s else None
         outs.append(model._lstm(piece, hx))
     return _PutGroups.apply(h_ref, z_TNF.shape[:2], groups, *outs)
@@ -535,14 +552,16 @@ class _TakeGroups(torch.autograd.Function):
 class _PutGroups(torch.autograd.Function):
     """``[T, N, H]``: each group's output from its start, and the dormant states
     ``h_ref`` (``[dormant_steps, H]``) at every dormant node-step; backward: the group
-    rows' gradients, and the dormant rows' summed by step for ``h_ref``."""
+    rows' gradients, and the dormant rows' summed by step for ``h_ref``. With no group,
+    ``outs`` is the LSTM's input alone, whose gradient is zero."""
 
     @staticmethod
     def forward(ctx, h_ref: torch.Tensor, shape, groups: DormantGroups, *outs: torch.Tensor) -> torch.Tensor:
-        ctx.groups = groups
+        ctx.groups, ctx.input_shape = groups, outs[0].shape if outs and not groups.starts else None
         out = h_ref.new_empty(*shape, h_ref.shape[1])
         flat, width = out.view(-1, h_ref.shape[1]), h_ref.shape[1]
-        for s, idx, o, (t, _, rows) in zip(groups.starts, groups.nodes, outs, groups.late, strict=True):
+        group_outs = outs if groups.starts else ()
+        for s, idx, o, (t, _, rows) in zip(groups.starts, groups.nodes, group_outs, groups.late, strict=True):
             idx = idx.to(out.device)
             if s:
                 out[:s].index_copy_(1, idx, h_ref[:s].unsqueeze(1).expand(s, len(idx), width))
@@ -569,6 +588,8 @@ class _PutGroups(torch.autograd.Function):
             g_outs.append(piece)
         if len(gr.never):
             g_ref += g[: gr.dormant_steps].index_select(1, gr.never.to(g.device)).sum(1)
+        if not gr.starts:
+            g_outs = [g.new_zeros(*ctx.input_shape)]
         return (g_ref, None, None, *g_outs)
 
 
