@@ -518,8 +518,11 @@ class Trainer:
             },
         }
         tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        finally:  # interrupted (Ctrl-C, SIGTERM): no partial file left beside the checkpoints
+            tmp.unlink(missing_ok=True)
         for old in sorted(self.ckpt_dir.glob("epoch-*.pt"))[: -self.cfg.run.keep_checkpoints]:
             old.unlink()
         if self.world > 1:

@@ -428,3 +428,19 @@ def test_metrics_lines_are_strict_json_with_null_for_metrics_without_a_value(tin
 
     line = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert json.loads(line, parse_constant=refuse) == {"epoch": 1, "train_loss": 0.5, "val": {"auc": None, "mrr": 0.25}}
+
+
+def test_an_interrupted_checkpoint_write_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
+    trainer = Trainer(parse_cli(small(tiny, tmp_path / "run", "--training.epochs", "2")))
+    save = torch.save
+
+    def interrupted(state, path):
+        if str(path).endswith("epoch-00002.tmp"):
+            Path(path).write_bytes(b"half")
+            raise KeyboardInterrupt
+        save(state, path)
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch-00001.pt"]
