@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dyngnn.errors import InputError
+from dyngnn.errors import InputError, SharedInputError
 
 
 def block_ranges(total: int, parts: int, what: str = "snapshots") -> list[tuple[int, int]]:
@@ -33,7 +33,7 @@ def block_ranges(total: int, parts: int, what: str = "snapshots") -> list[tuple[
     if parts < 1:
         raise InputError(f"world size {parts}: must be >= 1")
     if total < parts:
-        raise InputError(f"{total} {what} cannot be split over {parts} ranks: every rank needs at least one")
+        raise SharedInputError(f"{total} {what} cannot be split over {parts} ranks: every rank needs at least one")
     base, extra = divmod(total, parts)
     bounds = np.cumsum([0] + [base + (r < extra) for r in range(parts)])
     return [(int(bounds[r]), int(bounds[r + 1])) for r in range(parts)]

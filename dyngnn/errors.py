@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad input: a file, flag, config, store or checkpoint that dyngnn cannot use."""
+
+
+class SharedInputError(InputError):
+    """An InputError that every rank of a job raises with the same message (a check made
+    once and broadcast, or made on what every rank shares): rank 0 alone reports it."""

@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from dyngnn.errors import InputError
+from dyngnn.errors import InputError, SharedInputError
 
 if TYPE_CHECKING:
     from dyngnn.config import Config
@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[dyngnn] %(message)s", stream=sys.stderr)
     try:
         return run(sys.argv[1:] if argv is None else argv)
+    except SharedInputError as e:  # the same on every rank: reported once per job
+        from dyngnn.distributed import _launch_env
+
+        if (_launch_env() or (0,))[0] == 0:
+            sys.stderr.write(f"dyngnn: error: {e}\n")
+        return 2
     except InputError as e:
         sys.stderr.write(f"dyngnn: error: {e}\n")
         return 2

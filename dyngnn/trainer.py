@@ -40,7 +40,7 @@ from dyngnn.distributed import (
     comm_stats,
     init_distributed,
 )
-from dyngnn.errors import InputError
+from dyngnn.errors import InputError, SharedInputError
 from dyngnn.models.gcn_lstm import (
     GCNLSTM,
     NEVER,
@@ -316,7 +316,7 @@ class Trainer:
             ours, theirs = settings[0], settings[odd[0]]
             key = next(f"{s}.{k}" for s in ours for k in ours[s] if ours[s][k] != theirs[s][k])
             section, name = key.split(".")
-            raise InputError(
+            raise SharedInputError(
                 f"ranks {odd} were started with a different config than rank 0 (first difference: {key} "
                 f"{theirs[section][name]!r} on rank {odd[0]}, {ours[section][name]!r} on rank 0); start every rank alike"
             )
@@ -624,7 +624,7 @@ class Trainer:
                 outcome = [str(e)]
         dist.broadcast_object_list(outcome, src=0)
         if outcome[0] is not None:
-            raise InputError(outcome[0])
+            raise SharedInputError(outcome[0])
         return result
 
     def fit(self) -> dict[str, Any]:
