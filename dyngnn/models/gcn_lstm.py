@@ -451,7 +451,8 @@ class DormantGroups:
     state there; members arriving later in the group run their last dormant steps inside
     it, and those rows of its output are replaced by the dormant states. :meth:`plan`
     picks the groups that minimise node-steps plus :attr:`OVERHEAD` per group and step
-    (the cost of one more, smaller LSTM call).
+    (the cost of one more, smaller LSTM call), with starts among at most
+    :attr:`CANDIDATES` of the distinct arrival steps.
 
     Attributes:
         starts: each group's first step, ascending.
@@ -466,6 +467,7 @@ class DormantGroups:
 
     OVERHEAD = 64
     WORTH = 0.7  # group only where the groups cost less than this fraction of every node's steps
+    CANDIDATES = 512  # group starts considered at most: the plan takes time quadratic in them
 
     def __init__(self, a: np.ndarray, steps: int, starts: list[int], nodes: list[np.ndarray]) -> None:
         self.starts, self.dormant_steps = starts, int(a.max())
@@ -492,6 +494,9 @@ class DormantGroups:
         vals, counts = np.unique(a[a < steps], return_counts=True)
         if n == 0 or a.max() == 0 or (len(vals) and vals[0] == 0 and counts[0] > cls.WORTH * n):
             return None
+        if len(vals) > cls.CANDIDATES:  # groups may then start at every few arrival steps only
+            firsts = np.unique(np.linspace(0, len(vals), cls.CANDIDATES, endpoint=False).astype(np.int64))
+            vals, counts = vals[firsts], np.add.reduceat(counts, firsts)
         cum = np.concatenate([[0], np.cumsum(counts)])
         best, cut = np.zeros(len(vals) + 1), np.zeros(len(vals) + 1, dtype=np.int64)
         for q in range(1, len(vals) + 1):  # the last group holds arrivals vals[p:q]
