@@ -7,7 +7,7 @@ training pass is timed alone, ``--reps`` times, and the best is printed:
 
 - streaming: deltas applied, normalisation, structural features (``Trainer._prepare``);
 - GCN forward, up to the training horizon (CSR matrices built here, once per snapshot);
-- LSTM forward; link scoring forward;
+- LSTM forward (dormant nodes sharing one trajectory, as in training); link scoring forward;
 - backward of the whole pass (scoring, LSTM, GCN); optimizer step.
 
 Trainer settings after ``--`` are passed on, e.g. ``-- --model.compile off``.
@@ -71,7 +71,8 @@ def main() -> None:
             net.train()
             tr.optimizer.zero_grad(set_to_none=True)
             z = timed("GCN forward", net.encode_snapshots, graphs, (0, tr.epoch))
-            h = timed("LSTM forward", net.temporal, z)
+            arrival = tr.net.arrival(graphs) if net.shares_dormant else None  # as the trainer passes it
+            h = timed("LSTM forward", net.temporal, z, arrival)
             total, _ = timed("link scoring forward", tr._task_loss, h, targets)
             timed("backward (scoring, LSTM, GCN)", total.backward)
             del z, h, total
