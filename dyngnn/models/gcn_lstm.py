@@ -526,13 +526,12 @@ def lstm_sharing_dormant(model: GCNLSTM, z_TNF: torch.Tensor, groups: DormantGro
     a backward pass through it (the all-to-all of a multi-rank run) runs on every rank.
     """
     h_ref, states = model.dormant_states(groups.dormant_steps, [s for s in groups.starts if s])
-    if not groups.starts:
-        return _PutGroups.apply(h_ref, z_TNF.shape[:2], groups, z_TNF)
     outs = []
-    for s, piece in zip(groups.starts, _TakeGroups.apply(z_TNF, groups), strict=True):
-        hx = tuple(v.expand(-1, piece.shape[1], -1).contiguous() for v in states[s]) if s else None
-        outs.append(model._lstm(piece, hx))
-    return _PutGroups.apply(h_ref, z_TNF.shape[:2], groups, *outs)
+    if groups.starts:  # none: every node is dormant throughout
+        for s, piece in zip(groups.starts, _TakeGroups.apply(z_TNF, groups), strict=True):
+            hx = tuple(v.expand(-1, piece.shape[1], -1).contiguous() for v in states[s]) if s else None
+            outs.append(model._lstm(piece, hx))
+    return _PutGroups.apply(h_ref, z_TNF, groups, *outs)
 
 
 class _TakeGroups(torch.autograd.Function):
@@ -557,16 +556,18 @@ class _TakeGroups(torch.autograd.Function):
 class _PutGroups(torch.autograd.Function):
     """``[T, N, H]``: each group's output from its start, and the dormant states
     ``h_ref`` (``[dormant_steps, H]``) at every dormant node-step; backward: the group
-    rows' gradients, and the dormant rows' summed by step for ``h_ref``. With no group,
-    ``outs`` is the LSTM's input alone, whose gradient is zero."""
+    rows' gradients, and the dormant rows' summed by step for ``h_ref``.
+
+    ``x`` is the LSTM's input ``[T, N, F]``, for its shape: its gradient comes through
+    the groups (:class:`_TakeGroups`), or, with no group, is zero here.
+    """
 
     @staticmethod
-    def forward(ctx, h_ref: torch.Tensor, shape, groups: DormantGroups, *outs: torch.Tensor) -> torch.Tensor:
-        ctx.groups, ctx.input_shape = groups, outs[0].shape if outs and not groups.starts else None
-        out = h_ref.new_empty(*shape, h_ref.shape[1])
+    def forward(ctx, h_ref: torch.Tensor, x: torch.Tensor, groups: DormantGroups, *outs: torch.Tensor) -> torch.Tensor:
+        ctx.groups, ctx.x_shape = groups, x.shape
+        out = h_ref.new_empty(*x.shape[:2], h_ref.shape[1])
         flat, width = out.view(-1, h_ref.shape[1]), h_ref.shape[1]
-        group_outs = outs if groups.starts else ()
-        for s, idx, o, (t, _, rows) in zip(groups.starts, groups.nodes, group_outs, groups.late, strict=True):
+        for s, idx, o, (t, _, rows) in zip(groups.starts, groups.nodes, outs, groups.late, strict=True):
             idx = idx.to(out.device)
             if s:
                 out[:s].index_copy_(1, idx, h_ref[:s].unsqueeze(1).expand(s, len(idx), width))
@@ -593,9 +594,10 @@ class _PutGroups(torch.autograd.Function):
             g_outs.append(piece)
         if len(gr.never):
             g_ref += g[: gr.dormant_steps].index_select(1, gr.never.to(g.device)).sum(1)
-        if not gr.starts:
-            g_outs = [g.new_zeros(*ctx.input_shape)]
-        return (g_ref, None, None, *g_outs)
+        # with no group, nothing else takes x: its (zero) gradient keeps a backward pass
+        # through it, the all-to-all of a multi-rank run, running on every rank
+        g_x = None if gr.starts else g.new_zeros(ctx.x_shape)
+        return (g_ref, g_x, None, *g_outs)
 
 
 _LARGE_STEP = 2**21  # values (nodes x width) from which CPU LSTM steps run one at a time
