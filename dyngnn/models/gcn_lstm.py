@@ -222,14 +222,21 @@ class GCNLSTM(nn.Module):
         n = self.num_nodes
         parts = [[p for p in (g.x, self.embedding) if p is not None] for g in graphs]
         h = torch.cat([p[0] if len(p) == 1 else torch.cat(p, dim=1) for p in parts])
-        offsets = [i * n for i in range(len(graphs))]
-        propagate = propagation([g.adj for g in graphs])
-        gens = [keyed_generator(h.device, *key, g.t) for g in graphs] if self.training and self.dropout else None
+        drop = None
+        if self.training and self.dropout:
+            gens = [keyed_generator(h.device, *key, g.t) for g in graphs]
+
+            def drop(h: torch.Tensor) -> torch.Tensor:
+                return torch.cat([keyed_dropout(h[i * n : (i + 1) * n], self.dropout, g) for i, g in enumerate(gens)])
+
+        return self._layers(h, propagation([g.adj for g in graphs]), drop).reshape(len(graphs), n, -1)
+
+    def _layers(self, h: torch.Tensor, propagate, drop=None) -> torch.Tensor:
+        """The GCN layers over rows ``h`` with propagation ``propagate`` (and dropout
+        ``drop`` on each layer's input, if given)."""
         for i, conv in enumerate(self.convs):
-            if gens is not None:
-                h = torch.cat(
-                    [keyed_dropout(h[o : o + n], self.dropout, g) for o, g in zip(offsets, gens, strict=True)]
-                )
+            if drop is not None:
+                h = drop(h)
             # (A X) W = A (X W): propagate whichever side is narrower
             if conv.in_channels < conv.out_channels:
                 h = _Affine.apply(propagate(h), conv.lin.weight, conv.bias)
@@ -237,32 +244,53 @@ class GCNLSTM(nn.Module):
                 h = propagate(_Affine.apply(h, conv.lin.weight, None)) + conv.bias
             if i + 1 < len(self.convs):
                 h = self.act(h)
-        return h.reshape(len(graphs), n, -1)
+        return h
 
-    def encode_snapshots(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
+    def encode_snapshots(
+        self, graphs: Sequence[GraphInput], key: Sequence[int] = (), skip_idle: bool = True
+    ) -> torch.Tensor:
         """``z_TNF``: the GCN stage over a sequence, batched in chunks of snapshots.
 
         Chunks hold ``checkpoint_every`` snapshots when activation checkpointing is on
         (recomputed in the backward pass). Otherwise the CSR path takes the whole sequence
         at once, and the message path as many snapshots as fit an edge budget.
+
+        A node with no edge in a snapshot, self-loop weight 1 and zero inputs is idle
+        there: where :attr:`shares_dormant` holds, its GCN output is :meth:`dormant_input`.
+        With ``skip_idle``, where idle node-steps are at least half of all, the GCN runs
+        over the other node-steps only (:func:`active_part`) and the idle ones take that
+        output: the same numbers, and on a sparse sequence a small fraction of the work.
         """
-        chunk = self.checkpoint_every
-        if chunk and torch.is_grad_enabled():
+        chunk, n = self.checkpoint_every, self.num_nodes
+        ckpt = bool(chunk) and torch.is_grad_enabled()
+        if ckpt:
+            spans = [(s, min(s + chunk, len(graphs))) for s in range(0, len(graphs), chunk)]
+        elif uses_csr(graphs[0].adj.edge_index.device):
+            spans = [(0, len(graphs))]
+        else:
+            spans, start, edges = [], 0, 0
+            for i, g in enumerate(graphs):
+                edges += g.adj.edge_index.shape[1] + n
+                if edges > _EDGE_BUDGET and i > start:
+                    spans.append((start, i))
+                    start, edges = i, g.adj.edge_index.shape[1] + n
+            spans.append((start, len(graphs)))
+        masks = [active_mask(g) for g in graphs] if skip_idle and self.shares_dormant else None
+        if masks is not None and sum(int(m.sum()) for m in masks) > _IDLE_WORTH * n * len(graphs):
+            masks = None
 
-            def run(start: int) -> torch.Tensor:
-                return self.gcn_batched(graphs[start : start + chunk], key)
+        def run(s: int, e: int) -> torch.Tensor:
+            if masks is None:
+                return self.gcn_batched(graphs[s:e], key)
+            _, adj, x = active_part(graphs[s:e], masks[s:e])
+            return self._layers(x, propagation([adj]))
 
-            return torch.cat([checkpoint(run, s, use_reentrant=False) for s in range(0, len(graphs), chunk)])
-        if uses_csr(graphs[0].adj.edge_index.device):
-            return self.gcn_batched(graphs, key)
-        pieces, start, edges = [], 0, 0
-        for i, g in enumerate(graphs):
-            edges += g.adj.edge_index.shape[1] + self.num_nodes
-            if edges > _EDGE_BUDGET and i > start:
-                pieces.append(self.gcn_batched(graphs[start:i], key))
-                start, edges = i, g.adj.edge_index.shape[1] + self.num_nodes
-        pieces.append(self.gcn_batched(graphs[start:], key))
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        pieces = [checkpoint(run, s, e, use_reentrant=False) if ckpt else run(s, e) for s, e in spans]
+        z = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        if masks is None:
+            return z
+        rows = torch.cat(masks).nonzero().squeeze(1)
+        return _Spread.apply(z, self.dormant_input(), rows, (len(graphs), n))
 
     @property
     def shares_dormant(self) -> bool:
@@ -352,24 +380,71 @@ class GCNLSTM(nn.Module):
 NEVER = 2**62  # the arrival of a node dormant throughout
 
 
-def first_activity(graphs: Sequence[GraphInput]) -> torch.Tensor:
-    """``int64 [N]``: each node's first position in ``graphs`` with an edge (either end),
-    a self-loop weight other than 1 or a non-zero input; :data:`NEVER` where there is
-    none.
+def active_mask(g: GraphInput) -> torch.Tensor:
+    """``bool [N]``: the nodes of snapshot ``g`` with an edge (either end), a self-loop
+    weight other than 1 or a non-zero input. The others are idle there: no neighbours
+    and zero inputs, so every GCN layer gives them the output of an isolated node."""
+    active = g.adj.loop_weight != 1
+    active[g.adj.edge_index.reshape(-1)] = True
+    if g.x is not None:
+        active |= (g.x != 0).any(1)
+    return active
 
-    Before it, the node is dormant: it has no neighbours and zero inputs, so every GCN
-    layer gives it the output of an isolated node, the same for all dormant nodes.
+
+def first_activity(graphs: Sequence[GraphInput]) -> torch.Tensor:
+    """``int64 [N]``: each node's first position in ``graphs`` where it is active
+    (:func:`active_mask`); :data:`NEVER` where there is none.
+
+    Before it, the node is dormant: idle at every step so far, it has the GCN output of
+    an isolated node, the same for all dormant nodes.
     """
     n, device = graphs[0].adj.num_nodes, graphs[0].adj.loop_weight.device
     first = torch.full((n,), NEVER, dtype=torch.long, device=device)
     for i in reversed(range(len(graphs))):
-        g = graphs[i]
-        active = g.adj.loop_weight != 1
-        active[g.adj.edge_index.reshape(-1)] = True
-        if g.x is not None:
-            active |= (g.x != 0).any(1)
-        first.masked_fill_(active, i)
+        first.masked_fill_(active_mask(graphs[i]), i)
     return first
+
+
+def active_part(
+    graphs: Sequence[GraphInput], masks: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, Adjacency, torch.Tensor]:
+    """The active node-steps of ``graphs`` (``masks``: their :func:`active_mask`) as one
+    graph: their rows ``i * N + v`` (position ``i``, node ``v``), ascending; the
+    block-diagonal normalised adjacency among them (every edge joins two active nodes);
+    their inputs ``[rows, I]``.
+
+    Edges keep their order, so each row sums its messages in the order it does in its
+    own snapshot.
+    """
+    n = graphs[0].adj.num_nodes
+    flat = torch.cat(list(masks))
+    rows = flat.nonzero().squeeze(1)
+    ids = torch.cumsum(flat, 0) - 1  # the compact index of each active row
+    edges = torch.cat([g.adj.edge_index + i * n for i, g in enumerate(graphs)], dim=1)
+    loops = torch.cat([g.adj.loop_weight for g in graphs])[rows]
+    adj = Adjacency(ids[edges], torch.cat([g.adj.edge_weight for g in graphs]), loops)
+    return rows, adj, torch.cat([g.x for g in graphs])[rows]
+
+
+class _Spread(torch.autograd.Function):
+    """``[T, N, F]``: ``z`` (``[rows, F]``) at ``rows`` of the output flattened to
+    ``[T * N, F]``, and ``idle`` (``[1, F]``) everywhere else; backward: the rows'
+    gradients, and the sum of the others' for ``idle`` (as one product with a 0/1
+    vector, which reads the gradient once and adds no rows the forward pass did not
+    spread)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, idle: torch.Tensor, rows: torch.Tensor, shape: tuple[int, int]):
+        ctx.rows = rows
+        out = idle.expand(shape[0] * shape[1], idle.shape[1]).contiguous()
+        out.index_copy_(0, rows, z)
+        return out.view(*shape, idle.shape[1])
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        flat = g.reshape(-1, g.shape[2])
+        weights = torch.ones(flat.shape[0], dtype=flat.dtype, device=flat.device).index_fill_(0, ctx.rows, 0)
+        return flat.index_select(0, ctx.rows), (weights @ flat).unsqueeze(0), None, None
 
 
 def lstm_by_steps(
@@ -600,6 +675,7 @@ class _PutGroups(torch.autograd.Function):
         return (g_ref, g_x, None, *g_outs)
 
 
+_IDLE_WORTH = 0.5  # skip idle node-steps in the GCN where at most this fraction is active
 _LARGE_STEP = 2**21  # values (nodes x width) from which CPU LSTM steps run one at a time
 _EDGE_BUDGET = 1 << 24  # edges (self-loops included) per batched GCN chunk on the message path
 

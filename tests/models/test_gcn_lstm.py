@@ -339,7 +339,7 @@ def test_dormant_nodes_share_one_trajectory_with_the_same_numbers(monkeypatch, d
     w = torch.randn(len(g), 30, 5, dtype=dtype)
     shared = model(g)
     grads = torch.autograd.grad((shared * w).sum(), list(model.parameters()))
-    every = model.temporal(model.encode_snapshots(g))
+    every = model.temporal(model.encode_snapshots(g, skip_idle=False))
     ref_grads = torch.autograd.grad((every * w).sum(), list(model.parameters()))
     tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
     torch.testing.assert_close(shared, every, **tol)
@@ -385,7 +385,9 @@ def test_no_sharing_under_dropout_masks_or_with_an_embedding(monkeypatch):
     g = arriving(torch.float64)
     model = GCNLSTM(30, 2, hidden=5, dropout=0.3).double()
     assert not model.shares_dormant  # training: every node has its own mask
-    torch.testing.assert_close(model(g, key=(0, 1)), model.temporal(model.encode_snapshots(g, (0, 1))), rtol=0, atol=0)
+    torch.testing.assert_close(
+        model(g, key=(0, 1)), model.temporal(model.encode_snapshots(g, (0, 1), skip_idle=False)), rtol=0, atol=0
+    )
     model.eval()
     assert model.shares_dormant
     assert not GCNLSTM(30, 2, hidden=5, embedding_dim=2).shares_dormant
@@ -421,4 +423,72 @@ def test_sharing_follows_positions_in_the_sequence_whatever_the_snapshot_ids(mon
     torch.manual_seed(9)
     g = [GraphInput(2 * i, x.adj, x.x) for i, x in enumerate(arriving(torch.float64))]
     model = random_biases(GCNLSTM(30, 2, hidden=5).double())
-    torch.testing.assert_close(model(g), model.temporal(model.encode_snapshots(g)), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        model(g), model.temporal(model.encode_snapshots(g, skip_idle=False)), rtol=1e-12, atol=1e-14
+    )
+
+
+# -- idle node-steps: the GCN over the active ones only -----------------------------
+
+
+def sparse_snapshots(dtype, steps=9, n=40, seed=11):
+    """A few random weighted edges per snapshot, so that most node-steps are idle, and
+    nodes go idle again after being active; at t = 2 node 0 has a weight-0 self-loop
+    (its loop weight is 0, not 1) and zero inputs, at t = 4 node 1 an input of its own."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for t in range(steps):
+        src, dst = torch.randint(0, n, (2, 6), generator=gen)
+        src, dst = src[src != dst], dst[src != dst]
+        w = torch.rand(len(src), generator=gen, dtype=dtype) + 0.5
+        if t == 2:
+            keep = (src != 0) & (dst != 0)
+            src, dst, w = src[keep], dst[keep], w[keep]
+            src, dst, w = (
+                torch.cat([src, torch.tensor([0])]),
+                torch.cat([dst, torch.tensor([0])]),
+                torch.cat([w, w.new_zeros(1)]),
+            )
+        ei = torch.stack([src, dst])
+        x = torch.cat([structural_features(ei, n, dtype), torch.zeros(n, 1, dtype=dtype)], 1)
+        if t == 2:
+            x[0] = 0.0  # active by its loop weight alone
+        if t == 4:
+            x[1, 2] = 0.7
+        out.append(GraphInput(t, normalize(ei, w, n, dtype), x))
+    return out
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("checkpoint_every", [0, 4])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_gcn_over_active_node_steps_gives_gcnconv_numbers(monkeypatch, sparse, checkpoint_every, dtype):
+    """Idle node-steps skipped (CSR and message propagation, with activation
+    checkpointing) against PyG's GCNConv over every node of every snapshot: outputs and
+    every parameter's gradient."""
+    from dyngnn.models import gcn_lstm
+
+    monkeypatch.setattr(gcn_lstm, "uses_csr", lambda device: sparse)
+    calls, real = [], gcn_lstm.active_part
+
+    def spy(*args):
+        calls.append(len(args[0]))
+        return real(*args)
+
+    monkeypatch.setattr(gcn_lstm, "active_part", spy)
+    torch.manual_seed(12)
+    g = sparse_snapshots(dtype)
+    assert bool(gcn_lstm.active_mask(g[2])[0]) and bool(gcn_lstm.active_mask(g[4])[1])
+    model = random_biases(GCNLSTM(40, 3, hidden=5, gcn_layers=3, activation="tanh", checkpoint_every=checkpoint_every))
+    model = model.to(dtype)
+    w = torch.randn(len(g), 40, 5, dtype=dtype)
+    z = model.encode_snapshots(g)
+    assert calls == ([4, 4, 1] if checkpoint_every else [9])  # the active part was taken, chunk by chunk
+    grads = torch.autograd.grad((z * w).sum(), list(model.convs.parameters()))
+    ref = torch.stack([model.gcn(x) for x in g])
+    ref_grads = torch.autograd.grad((ref * w).sum(), list(model.convs.parameters()))
+    # float32: the weight gradients sum 360 rows, in another order than GCNConv's
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(z, ref, **tol)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, **tol)
