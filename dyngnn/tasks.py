@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from dyngnn.errors import InputError
-from dyngnn.models.gcn_lstm import keyed_generator
+from dyngnn.models.gcn_lstm import keyed_generator, take_rows
 
 
 def local(x: np.ndarray) -> np.ndarray:
@@ -185,14 +185,15 @@ class LinkTask:
         """Sum of BCE-with-logits over the train split's pairs, and the number of pairs.
 
         ``h_TNH`` may hold a block of snapshots ``[t0, t0 + T_r)``: then only the train
-        transitions from those snapshots count, and ``targets`` must hold their t+1.
+        transitions from those snapshots count, and ``targets`` must hold their t+1. It
+        may be held as the LSTM groups' outputs (:class:`~dyngnn.models.gcn_lstm.GroupedSteps`).
         """
         mine = tuple(t for t in self.split.train if t0 <= t < t0 + h_TNH.shape[0])
         u, v, n = self._batch(mine, targets, self.negatives, self.seed, epoch, cap=self.max_positives, t0=t0)
         u, v, n = u.to(h_TNH.device), v.to(h_TNH.device), n.to(h_TNH.device)
         # one gather, so the backward pass is one scatter into one full-size gradient
         width = h_TNH.shape[2]
-        rows = h_TNH.reshape(-1, width).index_select(0, torch.cat([u, v, n.reshape(-1)]))
+        rows = take_rows(h_TNH, torch.cat([u, v, n.reshape(-1)]))
         hu, hv, hn = rows.split([len(u), len(v), n.numel()])
         pos_logit = decoder(hu, hv)
         neg_logit = decoder(hu.unsqueeze(1).expand(-1, n.shape[1], -1), hn.reshape(*n.shape, width))

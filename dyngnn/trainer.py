@@ -182,10 +182,15 @@ class _Net(nn.Module):
         """
         layout = self.layout if horizon is None else self.layout.clipped(horizon)
         t0, t1 = layout.t_ranges[self.rank]
-        z = self.model.encode_snapshots(graphs[: max(1, t1 - t0)], key)[: t1 - t0]  # [T_r, N, F]
         if layout.world_size > 1:
+            z = self.model.encode_snapshots(graphs[: max(1, t1 - t0)], key)[: t1 - t0]  # [T_r, N, F]
             z = SnapshotsToNodes.apply(z, layout, self.rank, self.group)  # [T, N_r, F]
-        h = self.model.temporal(z, self.arrival(graphs) if self.model.shares_dormant else None)
+        else:  # kept as the active rows where that saves work, as the states are below
+            z = self.model.encode_snapshots(graphs[:t1], key, dense=False)
+        # the link loss takes rows of the states: in one process, where nodes are grouped,
+        # from the groups' outputs, without building [T, N, H]
+        dense = horizon is None or not self.link or layout.world_size > 1
+        h = self.model.temporal(z, self.arrival(graphs) if self.model.shares_dormant else None, dense)
         if self.link and layout.world_size > 1:
             h = NodesToSnapshots.apply(h, layout, self.rank, self.group)  # [T_r, N, H]
         return h

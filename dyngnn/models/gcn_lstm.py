@@ -247,8 +247,8 @@ class GCNLSTM(nn.Module):
         return h
 
     def encode_snapshots(
-        self, graphs: Sequence[GraphInput], key: Sequence[int] = (), skip_idle: bool = True
-    ) -> torch.Tensor:
+        self, graphs: Sequence[GraphInput], key: Sequence[int] = (), skip_idle: bool = True, dense: bool = True
+    ) -> torch.Tensor | ActiveSteps:
         """``z_TNF``: the GCN stage over a sequence, batched in chunks of snapshots.
 
         Chunks hold ``checkpoint_every`` snapshots when activation checkpointing is on
@@ -260,6 +260,7 @@ class GCNLSTM(nn.Module):
         With ``skip_idle``, where idle node-steps are at least half of all, the GCN runs
         over the other node-steps only (:func:`active_part`) and the idle ones take that
         output: the same numbers, and on a sparse sequence a small fraction of the work.
+        Then, unless ``dense``, the result is kept that way, as :class:`ActiveSteps`.
         """
         chunk, n = self.checkpoint_every, self.num_nodes
         ckpt = bool(chunk) and torch.is_grad_enabled()
@@ -289,8 +290,10 @@ class GCNLSTM(nn.Module):
         z = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         if masks is None:
             return z
-        rows = torch.cat(masks).nonzero().squeeze(1)
-        return _Spread.apply(z, self.dormant_input(), rows, (len(graphs), n))
+        steps = ActiveSteps(
+            z, self.dormant_input(), torch.cat(masks).nonzero().squeeze(1), (len(graphs), n, z.shape[1])
+        )
+        return steps.dense() if dense else steps
 
     @property
     def shares_dormant(self) -> bool:
@@ -310,28 +313,32 @@ class GCNLSTM(nn.Module):
         return h
 
     def dormant_states(self, steps: int, at: Sequence[int] = ()) -> tuple[torch.Tensor, dict]:
-        """The LSTM over ``steps`` steps of :meth:`dormant_input` from zero states, one
-        ``torch.lstm_cell`` step at a time (the same arithmetic however many steps or
-        ranks): its outputs ``[steps, H]``, and the states ``(h, c)`` (``[layers, 1, H]``
-        each) after ``s`` steps for each ``s`` in ``at``."""
-        inputs = [self.dormant_input()] * steps
-        kept: dict[int, tuple[list, list]] = {s: ([], []) for s in at}
-        for layer in range(self.lstm.num_layers):
-            weights = [getattr(self.lstm, f"{w}_l{layer}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            h = c = inputs[0].new_zeros(1, self.hidden) if steps else None
-            outputs = []
-            for x in inputs:
-                h, c = torch.lstm_cell(x, (h, c), *weights)
-                outputs.append(h)
-                if len(outputs) in kept:
-                    kept[len(outputs)][0].append(h)
-                    kept[len(outputs)][1].append(c)
-            inputs = outputs
-        states = {s: (torch.stack(hs), torch.stack(cs)) for s, (hs, cs) in kept.items()}
-        return torch.cat(inputs), states
+        """The LSTM over ``steps`` steps of :meth:`dormant_input` from zero states: its
+        outputs ``[steps, H]``, and the states ``(h, c)`` (``[layers, 1, H]`` each) after
+        ``s`` steps for each ``s`` in ``at`` (``0 < s <= steps``).
 
-    def temporal(self, z_TNF: torch.Tensor, arrival: torch.Tensor | None = None) -> torch.Tensor:
+        One ``nn.LSTM`` call per stretch between those steps, each from the states the
+        last one ended with: a few kernel calls, not a few small operations per step.
+        """
+        x = self.dormant_input().unsqueeze(1)  # [1, 1, F]
+        outputs, kept, hx, done = [], {}, None, 0
+        for stop in sorted({*at, steps}):
+            if stop > done:
+                out, hx = self.lstm(x.expand(stop - done, 1, x.shape[2]), hx)
+                outputs.append(out[:, 0])
+                done = stop
+            if stop in at:
+                kept[stop] = hx
+        return torch.cat(outputs) if outputs else x.new_zeros(0, self.hidden), kept
+
+    def temporal(
+        self, z_TNF: torch.Tensor | ActiveSteps, arrival: torch.Tensor | None = None, dense: bool = True
+    ) -> torch.Tensor | GroupedSteps:
         """``h_TNH``: the LSTM over the time axis for every node.
+
+        ``z_TNF`` may be held as :class:`ActiveSteps`. Unless ``dense``, where nodes are
+        grouped the result is kept as the groups' outputs, :class:`GroupedSteps`, which
+        gives rows (:func:`take_rows`) without building ``[T, N, H]``.
 
         ``arrival`` (``[N]``, :func:`first_activity`), given where :attr:`shares_dormant`
         holds: the step before which each node is dormant. On CPU, where an LSTM's cost
@@ -348,8 +355,8 @@ class GCNLSTM(nn.Module):
         if arrival is not None and z_TNF.device.type == "cpu":
             groups = self._plan(arrival, z_TNF.shape[0])
             if groups is not None:
-                return lstm_sharing_dormant(self, z_TNF, groups)
-        return self._lstm(z_TNF)
+                return lstm_sharing_dormant(self, z_TNF, groups, dense)
+        return self._lstm(z_TNF.dense() if isinstance(z_TNF, ActiveSteps) else z_TNF)
 
     def _plan(self, arrival: torch.Tensor, steps: int) -> DormantGroups | None:
         """:meth:`DormantGroups.plan`, kept for the last few ``(arrival, steps)``: a trainer
@@ -546,6 +553,8 @@ class DormantGroups:
 
     def __init__(self, a: np.ndarray, steps: int, starts: list[int], nodes: list[np.ndarray]) -> None:
         self.starts, self.dormant_steps = starts, int(a.max())
+        self.steps, self.num_nodes = steps, len(a)
+        self._sources: torch.Tensor | None = None
         self.nodes = [torch.from_numpy(idx) for idx in nodes]
         rest = np.ones(len(a), dtype=bool)
         if nodes:
@@ -559,6 +568,25 @@ class DormantGroups:
             t = s + np.arange(len(member)) - np.repeat(np.cumsum(span) - span, span)
             rows = (t - s) * len(idx) + member, t * len(a) + idx[member]
             self.late.append(tuple(torch.from_numpy(v.astype(np.int64)) for v in (t, *rows)))
+
+    def sources(self) -> torch.Tensor:
+        """``int64 [steps * N]``: where each row ``t * N + v`` of the output comes from,
+        as a row of the dormant states and the groups' outputs laid end to end (each
+        flattened to ``[steps * members, H]``). Built on first use, and kept."""
+        if self._sources is None:
+            t, n, d = self.steps, self.num_nodes, self.dormant_steps
+            src = torch.empty(t, n, dtype=torch.long)
+            src[:d] = torch.arange(d).unsqueeze(1)  # dormant: every node before its group, and the never-active
+            lo = d
+            for s, idx in zip(self.starts, self.nodes, strict=True):
+                size = (t - s) * len(idx)
+                src[s:].index_copy_(1, idx, torch.arange(lo, lo + size).view(t - s, len(idx)))
+                lo += size
+            src = src.view(-1)
+            for steps_late, _, rows in self.late:
+                src[rows] = steps_late  # members not arrived yet take the dormant state
+            self._sources = src
+        return self._sources
 
     @classmethod
     def plan(cls, arrival: torch.Tensor, steps: int) -> DormantGroups | None:
@@ -588,25 +616,155 @@ class DormantGroups:
         return cls(a, steps, [int(vals[p]) for p, _ in bounds], [np.sort(order[cum[p] : cum[q]]) for p, q in bounds])
 
 
-def lstm_sharing_dormant(model: GCNLSTM, z_TNF: torch.Tensor, groups: DormantGroups) -> torch.Tensor:
+def lstm_sharing_dormant(
+    model: GCNLSTM, z_TNF: torch.Tensor | ActiveSteps, groups: DormantGroups, dense: bool = True
+) -> torch.Tensor | GroupedSteps:
     """``model``'s LSTM output over ``z_TNF``, every dormant node-step taking the dormant
     state (:meth:`GCNLSTM.dormant_states`), and each group of ``groups`` run over its own
-    steps from the dormant state at its start.
+    steps from the dormant state at its start; unless ``dense``, as :class:`GroupedSteps`.
 
-    Dormant node-steps therefore hold one value, whatever the number of ranks or the
-    grouping. The rows of ``z_TNF`` a group does not take get no gradient; the dormant
+    Dormant node-steps at one step therefore hold one value: their scores tie exactly.
+    The rows of ``z_TNF`` a group does not take get no gradient; the dormant
     inputs' share reaches the parameters through :meth:`GCNLSTM.dormant_input`, which,
     being the same function of them, gives them the gradients of the LSTM over every
     node. Where every node is dormant, ``z_TNF`` still gets its (zero) gradient, so that
     a backward pass through it (the all-to-all of a multi-rank run) runs on every rank.
     """
     h_ref, states = model.dormant_states(groups.dormant_steps, [s for s in groups.starts if s])
+    if isinstance(z_TNF, ActiveSteps):
+        x = z_TNF.z
+        pieces = _TakeActive.apply(x, z_TNF.idle, groups, z_TNF.maps(groups)) if groups.starts else ()
+    else:
+        x = z_TNF
+        pieces = _TakeGroups.apply(x, groups) if groups.starts else ()
     outs = []
-    if groups.starts:  # none: every node is dormant throughout
-        for s, piece in zip(groups.starts, _TakeGroups.apply(z_TNF, groups), strict=True):
-            hx = tuple(v.expand(-1, piece.shape[1], -1).contiguous() for v in states[s]) if s else None
-            outs.append(model._lstm(piece, hx))
-    return _PutGroups.apply(h_ref, z_TNF, groups, *outs)
+    for s, piece in zip(groups.starts, pieces, strict=True):
+        hx = tuple(v.expand(-1, piece.shape[1], -1).contiguous() for v in states[s]) if s else None
+        outs.append(model._lstm(piece, hx))
+    if not dense:
+        return GroupedSteps(h_ref, outs, groups)
+    return _PutGroups.apply(h_ref, x, z_TNF.shape[:2], groups, *outs)
+
+
+@dataclass
+class ActiveSteps:
+    """GCN outputs ``[T, N, F]`` held as the active node-steps' rows (:func:`active_part`)
+    and the output every idle node-step has.
+
+    Attributes:
+        z: ``[R, F]`` the active node-steps' outputs.
+        idle: ``[1, F]`` the output of every other node-step.
+        rows: ``int64 [R]`` their rows ``t * N + v``, ascending.
+        shape: ``(T, N, F)``.
+    """
+
+    z: torch.Tensor
+    idle: torch.Tensor
+    rows: torch.Tensor
+    shape: tuple[int, int, int]
+
+    @property
+    def device(self) -> torch.device:
+        return self.z.device
+
+    def dense(self) -> torch.Tensor:
+        """``[T, N, F]``, idle rows and all."""
+        return _Spread.apply(self.z, self.idle, self.rows, self.shape[:2])
+
+    def maps(self, groups: DormantGroups) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per group of ``groups``, where its input (``z[start:, nodes]`` flattened) takes
+        the active rows: ``(positions in it, indices into z, 0/1 weights of its idle
+        positions)``. Every active node-step lies in a group's steps: a node is active
+        from its arrival on, and its group starts no later."""
+        t, n = self.shape[:2]
+        where = torch.zeros(t * n, dtype=torch.long, device=self.device)
+        where[self.rows] = torch.arange(1, len(self.rows) + 1, device=self.device)
+        out = []
+        for s, idx in zip(groups.starts, groups.nodes, strict=True):
+            p = where.view(t, n)[s:].index_select(1, idx.to(self.device)).reshape(-1)
+            at = p.nonzero().squeeze(1)
+            out.append((at, p[at] - 1, (p == 0).to(self.z.dtype)))
+        return out
+
+
+class _TakeActive(torch.autograd.Function):
+    """:class:`_TakeGroups` from :class:`ActiveSteps`: each group's input, the idle
+    output with the active rows put in (``maps``: :meth:`ActiveSteps.maps`); backward:
+    the active rows' gradients, and the sum of every idle position's for ``idle``."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, idle: torch.Tensor, groups: DormantGroups, maps):
+        ctx.maps, ctx.rows = maps, z.shape[0]
+        pieces = []
+        for idx, (at, src, weights) in zip(groups.nodes, maps, strict=True):
+            piece = idle.expand(len(weights), idle.shape[1]).contiguous()
+            piece.index_copy_(0, at, z.index_select(0, src))
+            pieces.append(piece.view(len(weights) // len(idx), len(idx), idle.shape[1]))
+        return tuple(pieces)
+
+    @staticmethod
+    def backward(ctx, *g_pieces: torch.Tensor):
+        g0 = next(g for g in g_pieces if g is not None)
+        width = g0.shape[2]
+        g_z, g_idle = g0.new_zeros(ctx.rows, width), g0.new_zeros(1, width)
+        for g, (at, src, weights) in zip(g_pieces, ctx.maps, strict=True):
+            if g is not None:
+                flat = g.reshape(-1, width)
+                g_z.index_copy_(0, src, flat.index_select(0, at))
+                g_idle += (weights @ flat).unsqueeze(0)
+        return g_z, g_idle, None, None
+
+
+class GroupedSteps:
+    """LSTM outputs ``[T, N, H]`` held as the dormant states and each group's outputs
+    (:func:`lstm_sharing_dormant`): :func:`take_rows` gathers rows from them, and its
+    backward pass scatters into them, without a ``[T, N, H]`` tensor either way."""
+
+    def __init__(self, h_ref: torch.Tensor, outs: list[torch.Tensor], groups: DormantGroups) -> None:
+        self.h_ref, self.outs, self.groups = h_ref, outs, groups
+        self.shape = (groups.steps, groups.num_nodes, h_ref.shape[1])
+        self.device = h_ref.device
+
+    def take(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[len(rows), H]``: rows ``t * N + v`` of the output."""
+        at = self.groups.sources().to(self.device)[rows]
+        return _TakeSources.apply(at, self.h_ref, *self.outs)
+
+
+def take_rows(h: torch.Tensor | GroupedSteps, rows: torch.Tensor) -> torch.Tensor:
+    """Rows ``t * N + v`` of states ``[T, N, H]`` held as a tensor or as :class:`GroupedSteps`."""
+    if isinstance(h, GroupedSteps):
+        return h.take(rows)
+    return h.reshape(-1, h.shape[2]).index_select(0, rows)
+
+
+class _TakeSources(torch.autograd.Function):
+    """Rows ``at`` of the sources (``[rows, H]`` or ``[.., .., H]`` each) laid end to end;
+    backward: each source's gradient, zero where no row was taken."""
+
+    @staticmethod
+    def forward(ctx, at: torch.Tensor, *sources: torch.Tensor) -> torch.Tensor:
+        width = sources[0].shape[-1]
+        out = sources[0].new_empty(len(at), width)
+        ctx.picks, ctx.shapes = [], [x.shape for x in sources]
+        lo = 0
+        for x in sources:
+            flat = x.reshape(-1, width)
+            mine = ((at >= lo) & (at < lo + len(flat))).nonzero().squeeze(1)
+            pos = at[mine] - lo
+            out.index_copy_(0, mine, flat.index_select(0, pos))
+            ctx.picks.append((mine, pos))
+            lo += len(flat)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        grads = []
+        for shape, (mine, pos) in zip(ctx.shapes, ctx.picks, strict=True):
+            gx = g.new_zeros(shape)
+            gx.view(-1, g.shape[1]).index_add_(0, pos, g.index_select(0, mine))
+            grads.append(gx)
+        return (None, *grads)
 
 
 class _TakeGroups(torch.autograd.Function):
@@ -633,14 +791,15 @@ class _PutGroups(torch.autograd.Function):
     ``h_ref`` (``[dormant_steps, H]``) at every dormant node-step; backward: the group
     rows' gradients, and the dormant rows' summed by step for ``h_ref``.
 
-    ``x`` is the LSTM's input ``[T, N, F]``, for its shape: its gradient comes through
-    the groups (:class:`_TakeGroups`), or, with no group, is zero here.
+    ``x`` is the LSTM's input (``[T, N, F]``, or the active rows of :class:`ActiveSteps`):
+    its gradient comes through the groups (:class:`_TakeGroups`), or, with no group, is
+    zero here. ``shape`` is ``(T, N)``.
     """
 
     @staticmethod
-    def forward(ctx, h_ref: torch.Tensor, x: torch.Tensor, groups: DormantGroups, *outs: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, h_ref: torch.Tensor, x: torch.Tensor, shape, groups: DormantGroups, *outs: torch.Tensor):
         ctx.groups, ctx.x_shape = groups, x.shape
-        out = h_ref.new_empty(*x.shape[:2], h_ref.shape[1])
+        out = h_ref.new_empty(*shape, h_ref.shape[1])
         flat, width = out.view(-1, h_ref.shape[1]), h_ref.shape[1]
         for s, idx, o, (t, _, rows) in zip(groups.starts, groups.nodes, outs, groups.late, strict=True):
             idx = idx.to(out.device)
@@ -672,7 +831,7 @@ class _PutGroups(torch.autograd.Function):
         # with no group, nothing else takes x: its (zero) gradient keeps a backward pass
         # through it, the all-to-all of a multi-rank run, running on every rank
         g_x = None if gr.starts else g.new_zeros(ctx.x_shape)
-        return (g_ref, g_x, None, *g_outs)
+        return (g_ref, g_x, None, None, *g_outs)
 
 
 _IDLE_WORTH = 0.5  # skip idle node-steps in the GCN where at most this fraction is active

@@ -431,14 +431,15 @@ def test_sharing_follows_positions_in_the_sequence_whatever_the_snapshot_ids(mon
 # -- idle node-steps: the GCN over the active ones only -----------------------------
 
 
-def sparse_snapshots(dtype, steps=9, n=40, seed=11):
+def sparse_snapshots(dtype, steps=9, n=40, seed=11, growing=False):
     """A few random weighted edges per snapshot, so that most node-steps are idle, and
-    nodes go idle again after being active; at t = 2 node 0 has a weight-0 self-loop
+    nodes go idle again after being active (``growing``: among nodes ``< 4 + 4 t`` only,
+    so that they arrive over time); at t = 2 node 0 has a weight-0 self-loop
     (its loop weight is 0, not 1) and zero inputs, at t = 4 node 1 an input of its own."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for t in range(steps):
-        src, dst = torch.randint(0, n, (2, 6), generator=gen)
+        src, dst = torch.randint(0, min(n, 4 + 4 * t) if growing else n, (2, 6), generator=gen)
         src, dst = src[src != dst], dst[src != dst]
         w = torch.rand(len(src), generator=gen, dtype=dtype) + 0.5
         if t == 2:
@@ -490,5 +491,41 @@ def test_the_gcn_over_active_node_steps_gives_gcnconv_numbers(monkeypatch, spars
     # float32: the weight gradients sum 360 rows, in another order than GCNConv's
     tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
     torch.testing.assert_close(z, ref, **tol)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("sequence", ["arriving", "sparse"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_states_from_active_rows_and_groups_equal_the_lstm_over_every_node(monkeypatch, dense, sequence, dtype):
+    """GCN outputs held as active rows (:class:`ActiveSteps`) into grouped LSTMs, the
+    states dense or held as the groups' outputs (:class:`GroupedSteps`): rows (every one,
+    and a random sample with repeats) and every parameter's gradient against the GCN and
+    the LSTM over every node-step."""
+    from dyngnn.models import gcn_lstm
+
+    monkeypatch.setattr(gcn_lstm.DormantGroups, "OVERHEAD", 1)
+    torch.manual_seed(13)
+    g = arriving(dtype) if sequence == "arriving" else sparse_snapshots(dtype, steps=12, growing=True)
+    n = g[0].adj.num_nodes
+    model = random_biases(GCNLSTM(n, g[0].x.shape[1], hidden=5, lstm_layers=2).to(dtype))
+    z = model.encode_snapshots(g, dense=False)
+    assert isinstance(z, gcn_lstm.ActiveSteps) and len(z.rows) < 0.5 * n * len(g)
+    arrival = gcn_lstm.first_activity(g)
+    assert len(model._plan(arrival, len(g)).starts) > 2
+    out = model.temporal(z, arrival, dense=dense)
+    assert isinstance(out, torch.Tensor if dense else gcn_lstm.GroupedSteps)
+    if not dense:  # bit for bit the dense states: dormant node-steps hold the dormant state
+        every = gcn_lstm.take_rows(out, torch.arange(len(g) * n))
+        assert torch.equal(every, model.temporal(z, arrival).reshape(-1, 5))
+    ref = model.temporal(model.encode_snapshots(g, skip_idle=False))
+    rows = torch.cat([torch.arange(len(g) * n), torch.randint(0, len(g) * n, (300,))])
+    w = torch.randn(len(rows), 5, dtype=dtype)
+    got, expected = gcn_lstm.take_rows(out, rows), gcn_lstm.take_rows(ref, rows)
+    grads = torch.autograd.grad((got * w).sum(), list(model.parameters()))
+    ref_grads = torch.autograd.grad((expected * w).sum(), list(model.parameters()))
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(got, expected, **tol)
     for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, **tol)
