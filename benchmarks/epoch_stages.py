@@ -6,7 +6,8 @@ at most 10,000 positives per target snapshot), after one warm-up epoch, each sta
 training pass is timed alone, ``--reps`` times, and the best is printed:
 
 - streaming: deltas applied, normalisation, structural features (``Trainer._prepare``);
-- GCN forward, up to the training horizon (CSR matrices built here, once per snapshot);
+- GCN forward, up to the training horizon, over the active node-steps where idle ones
+  are many (CSR matrices built here);
 - LSTM forward (dormant nodes sharing one trajectory, as in training); link scoring forward;
 - backward of the whole pass (scoring, LSTM, GCN); optimizer step.
 
@@ -70,9 +71,11 @@ def main() -> None:
             graphs = graphs[: tr.split.horizon]
             net.train()
             tr.optimizer.zero_grad(set_to_none=True)
-            z = timed("GCN forward", net.encode_snapshots, graphs, (0, tr.epoch))
-            arrival = tr.net.arrival(graphs) if net.shares_dormant else None  # as the trainer passes it
-            h = timed("LSTM forward", net.temporal, z, arrival)
+            # as the trainer's training pass in one process: the GCN's active rows, the
+            # LSTM's groups, and the loss taking its rows from them
+            z = timed("GCN forward", net.encode_snapshots, graphs, (0, tr.epoch), True, False)
+            arrival = tr.net.arrival(graphs) if net.shares_dormant else None
+            h = timed("LSTM forward", net.temporal, z, arrival, False)
             total, _ = timed("link scoring forward", tr._task_loss, h, targets)
             timed("backward (scoring, LSTM, GCN)", total.backward)
             del z, h, total
