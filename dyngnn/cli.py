@@ -345,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
             return code
     except InputError as e:
-        sys.stderr.write(f"dyngnn: error: {e}\n")
+        from dyngnn.train import report
+
+        report(e)
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("dyngnn: interrupted\n")

@@ -65,18 +65,23 @@ def _train(cfg: Config) -> int:
     return 0
 
 
+def report(error: InputError) -> None:
+    """The error as one line on stderr; one that every rank raises alike
+    (:class:`SharedInputError`) from rank 0 only, so that a job reports it once."""
+    if isinstance(error, SharedInputError):
+        from dyngnn.distributed import _launch_env
+
+        if (_launch_env() or (0,))[0] != 0:
+            return
+    sys.stderr.write(f"dyngnn: error: {error}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[dyngnn] %(message)s", stream=sys.stderr)
     try:
         return run(sys.argv[1:] if argv is None else argv)
-    except SharedInputError as e:  # the same on every rank: reported once per job
-        from dyngnn.distributed import _launch_env
-
-        if (_launch_env() or (0,))[0] == 0:
-            sys.stderr.write(f"dyngnn: error: {e}\n")
-        return 2
     except InputError as e:
-        sys.stderr.write(f"dyngnn: error: {e}\n")
+        report(e)
         return 2
 
 

@@ -338,7 +338,8 @@ def test_a_rank_whose_nodes_all_stay_dormant_trains_with_the_others(ranks, runs,
     runs.assert_same_weights(tmp_path / "run", tmp_path / "single")
 
 
-def test_a_check_only_rank_0_makes_stops_every_rank_with_one_line(ranks, store, tmp_path):
+@pytest.mark.parametrize("entry", [["dyngnn.train"], ["dyngnn.cli", "train"]])
+def test_a_check_only_rank_0_makes_stops_every_rank_with_one_line(ranks, store, tmp_path, entry):
     (tmp_path / "file").write_text("x")
-    procs = ranks(2, ["-m", "dyngnn.train", *settings(store, tmp_path / "file" / "run", "link")])
+    procs = ranks(2, ["-m", *entry, *settings(store, tmp_path / "file" / "run", "link")])
     assert_once_per_job(procs, f"run.dir {tmp_path / 'file' / 'run'}: cannot create it")
