@@ -45,6 +45,7 @@ from dyngnn.models.gcn_lstm import (
     GCNLSTM,
     NEVER,
     GraphInput,
+    GroupedSteps,
     LinkDecoder,
     NodeHead,
     first_activity,
@@ -170,8 +171,16 @@ class _Net(nn.Module):
             self._arrival = first[n0:n1]
         return self._arrival
 
-    def forward(self, graphs: list[GraphInput], key: tuple[int, ...] = (), horizon: int | None = None) -> torch.Tensor:
-        """The states; with ``horizon``, only those of snapshots before it.
+    def forward(
+        self,
+        graphs: list[GraphInput],
+        key: tuple[int, ...] = (),
+        horizon: int | None = None,
+        until: torch.Tensor | None = None,
+    ) -> torch.Tensor | GroupedSteps:
+        """The states; with ``horizon``, only those of snapshots before it; in one
+        process, for links, as the LSTM groups' outputs, and given ``until``
+        (:meth:`LinkTask.until`), only those the loss reads.
 
         The LSTM is causal, so states before the horizon are the same either way: the
         training pass stops after the last train transition instead of running, and
@@ -190,7 +199,7 @@ class _Net(nn.Module):
         # the link loss takes rows of the states: in one process, where nodes are grouped,
         # from the groups' outputs, without building [T, N, H]
         dense = horizon is None or not self.link or layout.world_size > 1
-        h = self.model.temporal(z, self.arrival(graphs) if self.model.shares_dormant else None, dense)
+        h = self.model.temporal(z, self.arrival(graphs) if self.model.shares_dormant else None, dense, until)
         if self.link and layout.world_size > 1:
             h = NodesToSnapshots.apply(h, layout, self.rank, self.group)  # [T_r, N, H]
         return h
@@ -431,8 +440,12 @@ class Trainer:
         comm_stats.reset()
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        h = (self.ddp or self.net)(graphs, (self.cfg.training.seed, self.epoch), self.split.horizon)
-        total, count = self._task_loss(h, targets)
+        pairs = until = None
+        if self.cfg.task.kind == "link" and self.world == 1:  # drawn first: the LSTM stops at the last state read
+            pairs = self.task.pairs(targets, self.epoch, self.split.horizon)
+            until = self.task.until(pairs)
+        h = (self.ddp or self.net)(graphs, (self.cfg.training.seed, self.epoch), self.split.horizon, until)
+        total, count = self._task_loss(h, targets, pairs)
         # every rank divides by the global count; DDP averages over ranks, so multiplying by
         # the world size makes the gradients those of single-process training
         global_count = self._sum(count)
@@ -471,9 +484,9 @@ class Trainer:
             "Start again with a smaller --training.lr in another --run.dir"
         )
 
-    def _task_loss(self, h: torch.Tensor, targets: dict[int, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    def _task_loss(self, h: torch.Tensor, targets: dict[int, torch.Tensor], pairs=None) -> tuple[torch.Tensor, int]:
         if self.cfg.task.kind == "link":
-            return self.task.loss(h, self.head, targets, self.epoch, t0=self.t0)
+            return self.task.loss(h, self.head, targets, self.epoch, t0=self.t0, pairs=pairs)
         return self.task.loss(h, self.head, targets, self.epoch, n0=self.n0)
 
     def _states(self, graphs: list[GraphInput]) -> torch.Tensor:

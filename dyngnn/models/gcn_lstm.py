@@ -332,13 +332,19 @@ class GCNLSTM(nn.Module):
         return torch.cat(outputs) if outputs else x.new_zeros(0, self.hidden), kept
 
     def temporal(
-        self, z_TNF: torch.Tensor | ActiveSteps, arrival: torch.Tensor | None = None, dense: bool = True
+        self,
+        z_TNF: torch.Tensor | ActiveSteps,
+        arrival: torch.Tensor | None = None,
+        dense: bool = True,
+        until: torch.Tensor | None = None,
     ) -> torch.Tensor | GroupedSteps:
         """``h_TNH``: the LSTM over the time axis for every node.
 
         ``z_TNF`` may be held as :class:`ActiveSteps`. Unless ``dense``, where nodes are
         grouped the result is kept as the groups' outputs, :class:`GroupedSteps`, which
-        gives rows (:func:`take_rows`) without building ``[T, N, H]``.
+        gives rows (:func:`take_rows`) without building ``[T, N, H]``; then, given
+        ``until`` (``[N]``), only states of node ``v`` before step ``until[v]`` are read,
+        and the groups stop there (:meth:`DormantGroups.trimmed`).
 
         ``arrival`` (``[N]``, :func:`first_activity`), given where :attr:`shares_dormant`
         holds: the step before which each node is dormant. On CPU, where an LSTM's cost
@@ -355,6 +361,8 @@ class GCNLSTM(nn.Module):
         if arrival is not None and z_TNF.device.type == "cpu":
             groups = self._plan(arrival, z_TNF.shape[0])
             if groups is not None:
+                if until is not None and not dense:
+                    groups = groups.trimmed(until)
                 return lstm_sharing_dormant(self, z_TNF, groups, dense)
         return self._lstm(z_TNF.dense() if isinstance(z_TNF, ActiveSteps) else z_TNF)
 
@@ -443,7 +451,7 @@ class _Spread(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, idle: torch.Tensor, rows: torch.Tensor, shape: tuple[int, int]):
         ctx.rows = rows
-        out = idle.expand(shape[0] * shape[1], idle.shape[1]).contiguous()
+        out = idle.repeat(shape[0] * shape[1], 1)  # a new tensor, even of one row
         out.index_copy_(0, rows, z)
         return out.view(*shape, idle.shape[1])
 
@@ -529,20 +537,22 @@ _fused_step = _FusedStep()
 class DormantGroups:
     """A plan for :func:`lstm_sharing_dormant`: nodes grouped by arrival.
 
-    Each group's LSTM runs from its first member's arrival to the end, from the dormant
-    state there; members arriving later in the group run their last dormant steps inside
-    it, and those rows of its output are replaced by the dormant states. :meth:`plan`
-    picks the groups that minimise node-steps plus :attr:`OVERHEAD` per group and step
-    (the cost of one more, smaller LSTM call), with starts among at most
-    :attr:`CANDIDATES` of the distinct arrival steps.
+    Each group's LSTM runs from its first member's arrival to its end (the last step, or
+    for a pass that reads fewer states, :meth:`trimmed`), from the dormant state there;
+    members arriving later in the group run their last dormant steps inside it, and
+    those rows of its output are replaced by the dormant states. :meth:`plan` picks the
+    groups that minimise node-steps plus :attr:`OVERHEAD` per group and step (the cost of
+    one more, smaller LSTM call), with starts among at most :attr:`CANDIDATES` of the
+    distinct arrival steps.
 
     Attributes:
         starts: each group's first step, ascending.
+        ends: each group's end (exclusive).
         nodes: each group's node indices (``int64``, ascending).
         late: per group, the rows where a member is still dormant, as ``(t, rows of the
             group's output flattened to [steps * members], rows of the whole output
             flattened to [T * N])``.
-        never: nodes in no group: dormant at every step.
+        never: nodes in no group: dormant at every step (or, trimmed, at every step read).
         dormant_steps: steps of the dormant trajectory (to the last arrival).
         node_steps: the node-steps the groups compute.
     """
@@ -551,42 +561,68 @@ class DormantGroups:
     WORTH = 0.7  # group only where the groups cost less than this fraction of every node's steps
     CANDIDATES = 512  # group starts considered at most: the plan takes time quadratic in them
 
-    def __init__(self, a: np.ndarray, steps: int, starts: list[int], nodes: list[np.ndarray]) -> None:
+    def __init__(
+        self, a: np.ndarray, steps: int, starts: list[int], nodes: list[np.ndarray], ends: list[int] | None = None
+    ) -> None:
         self.starts, self.dormant_steps = starts, int(a.max())
-        self.steps, self.num_nodes = steps, len(a)
+        self.ends = [steps] * len(starts) if ends is None else ends
+        self.steps, self.num_nodes, self._arrival = steps, len(a), a
         self._sources: torch.Tensor | None = None
         self.nodes = [torch.from_numpy(idx) for idx in nodes]
         rest = np.ones(len(a), dtype=bool)
         if nodes:
             rest[np.concatenate(nodes)] = False
         self.never = torch.from_numpy(np.flatnonzero(rest))
-        self.node_steps = sum(len(idx) * (steps - s) for s, idx in zip(starts, nodes, strict=True))
+        self.node_steps = sum(len(idx) * (e - s) for s, e, idx in zip(starts, self.ends, nodes, strict=True))
         self.late = []
-        for s, idx in zip(starts, nodes, strict=True):
-            span = a[idx] - s  # rows [s, arrival) of each member are dormant
+        for s, e, idx in zip(starts, self.ends, nodes, strict=True):
+            span = np.minimum(a[idx], e) - s  # rows [s, arrival) of each member are dormant
             member = np.repeat(np.arange(len(idx)), span)
             t = s + np.arange(len(member)) - np.repeat(np.cumsum(span) - span, span)
             rows = (t - s) * len(idx) + member, t * len(a) + idx[member]
             self.late.append(tuple(torch.from_numpy(v.astype(np.int64)) for v in (t, *rows)))
 
+    def groups(self) -> zip:
+        """``(start, end, nodes)`` of each group."""
+        return zip(self.starts, self.ends, self.nodes, strict=True)
+
     def sources(self) -> torch.Tensor:
         """``int64 [steps * N]``: where each row ``t * N + v`` of the output comes from,
         as a row of the dormant states and the groups' outputs laid end to end (each
-        flattened to ``[steps * members, H]``). Built on first use, and kept."""
+        flattened to ``[steps * members, H]``); -1 past a trimmed group's end. Built on
+        first use, and kept."""
         if self._sources is None:
             t, n, d = self.steps, self.num_nodes, self.dormant_steps
-            src = torch.empty(t, n, dtype=torch.long)
+            src = torch.full((t, n), -1, dtype=torch.long)
             src[:d] = torch.arange(d).unsqueeze(1)  # dormant: every node before its group, and the never-active
             lo = d
-            for s, idx in zip(self.starts, self.nodes, strict=True):
-                size = (t - s) * len(idx)
-                src[s:].index_copy_(1, idx, torch.arange(lo, lo + size).view(t - s, len(idx)))
+            for s, e, idx in self.groups():
+                size = (e - s) * len(idx)
+                src[s:].index_fill_(1, idx, -1)
+                src[s:e].index_copy_(1, idx, torch.arange(lo, lo + size).view(e - s, len(idx)))
                 lo += size
             src = src.view(-1)
             for steps_late, _, rows in self.late:
                 src[rows] = steps_late  # members not arrived yet take the dormant state
             self._sources = src
         return self._sources
+
+    @staticmethod
+    def _parts(counts: np.ndarray, span, overhead: int) -> tuple[list[tuple[int, int]], float]:
+        """Contiguous parts ``[p, q)`` of values (sorted, ``counts`` nodes each) that
+        minimise the sum over parts of (their nodes + ``overhead``) x ``span(q)[p]``, the
+        steps the part would run: a dynamic programme over the part ending at each q."""
+        cum = np.concatenate([[0], np.cumsum(counts)])
+        best, cut = np.zeros(len(counts) + 1), np.zeros(len(counts) + 1, dtype=np.int64)
+        for q in range(1, len(counts) + 1):
+            cost = best[:q] + (cum[q] - cum[:q] + overhead) * span(q)
+            cut[q] = np.argmin(cost)
+            best[q] = cost[cut[q]]
+        bounds, q = [], len(counts)
+        while q > 0:
+            bounds.insert(0, (int(cut[q]), q))
+            q = int(cut[q])
+        return bounds, best[-1]
 
     @classmethod
     def plan(cls, arrival: torch.Tensor, steps: int) -> DormantGroups | None:
@@ -600,20 +636,34 @@ class DormantGroups:
         if len(vals) > cls.CANDIDATES:  # groups may then start at every few arrival steps only
             firsts = np.unique(np.linspace(0, len(vals), cls.CANDIDATES, endpoint=False).astype(np.int64))
             vals, counts = vals[firsts], np.add.reduceat(counts, firsts)
-        cum = np.concatenate([[0], np.cumsum(counts)])
-        best, cut = np.zeros(len(vals) + 1), np.zeros(len(vals) + 1, dtype=np.int64)
-        for q in range(1, len(vals) + 1):  # the last group holds arrivals vals[p:q]
-            cost = best[:q] + (cum[q] - cum[:q] + cls.OVERHEAD) * (steps - vals[:q])
-            cut[q] = np.argmin(cost)
-            best[q] = cost[cut[q]]
-        if best[-1] >= cls.WORTH * n * steps:
+        bounds, cost = cls._parts(counts, lambda q: steps - vals[:q], cls.OVERHEAD)
+        if cost >= cls.WORTH * n * steps:
             return None
-        bounds, q = [], len(vals)
-        while q > 0:
-            bounds.insert(0, (int(cut[q]), q))
-            q = int(cut[q])
+        cum = np.concatenate([[0], np.cumsum(counts)])
         order = np.argsort(a, kind="stable")
         return cls(a, steps, [int(vals[p]) for p, _ in bounds], [np.sort(order[cum[p] : cum[q]]) for p, q in bounds])
+
+    def trimmed(self, until: torch.Tensor) -> DormantGroups:
+        """The plan for a pass that reads each node ``v``'s states before step
+        ``until[v]`` only (``[N]``): each group's members split by how far they are read
+        (:attr:`OVERHEAD` per extra call and step, as in :meth:`plan`), each part running
+        to its last member's ``until``; members read only while dormant drop out."""
+        u, a = until.cpu().numpy().clip(0, self.steps), self._arrival
+        starts, ends, nodes = [], [], []
+        for s, idx in zip(self.starts, self.nodes, strict=True):
+            idx = idx.numpy()
+            idx = idx[u[idx] > a[idx]]
+            if not len(idx):
+                continue
+            idx = idx[np.argsort(u[idx], kind="stable")]
+            vals, counts = np.unique(u[idx], return_counts=True)
+            bounds, _ = self._parts(counts, lambda q, vals=vals, s=s: np.full(q, vals[q - 1] - s), self.OVERHEAD)
+            cum = np.concatenate([[0], np.cumsum(counts)])
+            for p, q in bounds:
+                starts.append(s)
+                ends.append(int(vals[q - 1]))
+                nodes.append(np.sort(idx[cum[p] : cum[q]]))
+        return DormantGroups(a, self.steps, starts, nodes, ends)
 
 
 def lstm_sharing_dormant(
@@ -630,7 +680,7 @@ def lstm_sharing_dormant(
     node. Where every node is dormant, ``z_TNF`` still gets its (zero) gradient, so that
     a backward pass through it (the all-to-all of a multi-rank run) runs on every rank.
     """
-    h_ref, states = model.dormant_states(groups.dormant_steps, [s for s in groups.starts if s])
+    h_ref, states = model.dormant_states(groups.dormant_steps, sorted({s for s in groups.starts if s}))
     if isinstance(z_TNF, ActiveSteps):
         x = z_TNF.z
         pieces = _TakeActive.apply(x, z_TNF.idle, groups, z_TNF.maps(groups)) if groups.starts else ()
@@ -674,14 +724,15 @@ class ActiveSteps:
     def maps(self, groups: DormantGroups) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per group of ``groups``, where its input (``z[start:, nodes]`` flattened) takes
         the active rows: ``(positions in it, indices into z, 0/1 weights of its idle
-        positions)``. Every active node-step lies in a group's steps: a node is active
-        from its arrival on, and its group starts no later."""
+        positions)``. A node is active from its arrival on, and its group starts no
+        later; active rows past a trimmed group's end get no gradient (no state read
+        depends on them)."""
         t, n = self.shape[:2]
         where = torch.zeros(t * n, dtype=torch.long, device=self.device)
         where[self.rows] = torch.arange(1, len(self.rows) + 1, device=self.device)
         out = []
-        for s, idx in zip(groups.starts, groups.nodes, strict=True):
-            p = where.view(t, n)[s:].index_select(1, idx.to(self.device)).reshape(-1)
+        for s, e, idx in groups.groups():
+            p = where.view(t, n)[s:e].index_select(1, idx.to(self.device)).reshape(-1)
             at = p.nonzero().squeeze(1)
             out.append((at, p[at] - 1, (p == 0).to(self.z.dtype)))
         return out
@@ -697,7 +748,7 @@ class _TakeActive(torch.autograd.Function):
         ctx.maps, ctx.rows = maps, z.shape[0]
         pieces = []
         for idx, (at, src, weights) in zip(groups.nodes, maps, strict=True):
-            piece = idle.expand(len(weights), idle.shape[1]).contiguous()
+            piece = idle.repeat(len(weights), 1)  # a new tensor, even of one row
             piece.index_copy_(0, at, z.index_select(0, src))
             pieces.append(piece.view(len(weights) // len(idx), len(idx), idle.shape[1]))
         return tuple(pieces)
@@ -726,8 +777,14 @@ class GroupedSteps:
         self.device = h_ref.device
 
     def take(self, rows: torch.Tensor) -> torch.Tensor:
-        """``[len(rows), H]``: rows ``t * N + v`` of the output."""
+        """``[len(rows), H]``: rows ``t * N + v`` of the output.
+
+        Raises:
+            IndexError: a row past a trimmed group's end (one its pass said it would not read).
+        """
         at = self.groups.sources().to(self.device)[rows]
+        if len(at) and int(at.min()) < 0:
+            raise IndexError("GroupedSteps: a state past the steps this pass computed was read")
         return _TakeSources.apply(at, self.h_ref, *self.outs)
 
 
@@ -768,21 +825,21 @@ class _TakeSources(torch.autograd.Function):
 
 
 class _TakeGroups(torch.autograd.Function):
-    """``x -> x[start:, nodes]`` for each group; backward: one gradient of ``x``, with
+    """``x -> x[start:end, nodes]`` for each group; backward: one gradient of ``x``, with
     zeros where no group took a row."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, groups: DormantGroups):
         ctx.shape, ctx.groups = x.shape, groups
-        return tuple(x[s:].index_select(1, idx) for s, idx in zip(groups.starts, groups.nodes, strict=True))
+        return tuple(x[s:e].index_select(1, idx) for s, e, idx in groups.groups())
 
     @staticmethod
     def backward(ctx, *g_groups: torch.Tensor):
         dx = None
-        for s, idx, g in zip(ctx.groups.starts, ctx.groups.nodes, g_groups, strict=True):
+        for (s, e, idx), g in zip(ctx.groups.groups(), g_groups, strict=True):
             if g is not None:
                 dx = g.new_zeros(ctx.shape) if dx is None else dx
-                dx[s:].index_copy_(1, idx, g)
+                dx[s:e].index_copy_(1, idx, g)
         return dx, None
 
 
@@ -801,15 +858,19 @@ class _PutGroups(torch.autograd.Function):
         ctx.groups, ctx.x_shape = groups, x.shape
         out = h_ref.new_empty(*shape, h_ref.shape[1])
         flat, width = out.view(-1, h_ref.shape[1]), h_ref.shape[1]
-        for s, idx, o, (t, _, rows) in zip(groups.starts, groups.nodes, outs, groups.late, strict=True):
+        for (s, e, idx), o, (t, _, rows) in zip(groups.groups(), outs, groups.late, strict=True):
             idx = idx.to(out.device)
             if s:
                 out[:s].index_copy_(1, idx, h_ref[:s].unsqueeze(1).expand(s, len(idx), width))
-            out[s:].index_copy_(1, idx, o)
+            out[s:e].index_copy_(1, idx, o)
+            if e < len(out):  # past a trimmed group's end: states nobody reads
+                out[e:].index_fill_(1, idx, 0)
             flat.index_copy_(0, rows.to(out.device), h_ref.index_select(0, t.to(out.device)))
         if len(groups.never):
-            never = groups.never.to(out.device)
-            out.index_copy_(1, never, h_ref.unsqueeze(1).expand(-1, len(never), width))
+            never, d = groups.never.to(out.device), len(h_ref)
+            out[:d].index_copy_(1, never, h_ref.unsqueeze(1).expand(-1, len(never), width))
+            if d < len(out):  # nodes a trimmed plan reads while dormant only
+                out[d:].index_fill_(1, never, 0)
         return out
 
     @staticmethod
@@ -817,11 +878,11 @@ class _PutGroups(torch.autograd.Function):
         gr, width, g = ctx.groups, g.shape[2], g.contiguous()  # one copy, not one per group, if it is not
         g_ref = g.new_zeros(gr.dormant_steps, width)
         g_outs = []
-        for s, idx, (t, rows, _) in zip(gr.starts, gr.nodes, gr.late, strict=True):
+        for (s, e, idx), (t, rows, _) in zip(gr.groups(), gr.late, strict=True):
             idx = idx.to(g.device)
             if s:
                 g_ref[:s] += g[:s].index_select(1, idx).sum(1)
-            piece = g[s:].index_select(1, idx)
+            piece = g[s:e].index_select(1, idx)
             flat, rows = piece.view(-1, width), rows.to(g.device)
             g_ref.index_add_(0, t.to(g.device), flat.index_select(0, rows))
             flat.index_fill_(0, rows, 0)

@@ -529,3 +529,77 @@ def test_states_from_active_rows_and_groups_equal_the_lstm_over_every_node(monke
     torch.testing.assert_close(got, expected, **tol)
     for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, **tol)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 14), st.integers(0, 16)), min_size=1, max_size=60),
+    st.integers(1, 12),
+    st.integers(0, 8),
+)
+def test_a_trimmed_plan_runs_each_node_from_its_group_to_its_last_read(nodes, steps, overhead):
+    from dyngnn.models.gcn_lstm import DormantGroups
+
+    arrival, until = (torch.tensor(v) for v in zip(*nodes, strict=True))
+    DormantGroups.OVERHEAD = overhead
+    try:
+        plan = DormantGroups.plan(arrival, steps)
+        trimmed = plan.trimmed(until) if plan is not None else None
+    finally:
+        DormantGroups.OVERHEAD = 64
+    if plan is None:
+        return
+    a, u = arrival.clamp(max=steps).tolist(), until.clamp(max=steps).tolist()
+    start = {i: s for s, nodes in zip(plan.starts, plan.nodes, strict=True) for i in nodes.tolist()}
+    seen = {}
+    for s, e, nodes in trimmed.groups():
+        for i in nodes.tolist():
+            assert i not in seen and start[i] == s and a[i] < u[i] <= e <= steps
+            seen[i] = (s, e)
+    # dropped: nodes read only while dormant (or never); they take the dormant states
+    assert sorted(trimmed.never.tolist()) == sorted(i for i in range(len(a)) if i not in seen)
+    assert all(u[i] <= a[i] for i in trimmed.never.tolist())
+    assert trimmed.node_steps == sum(len(n) * (e - s) for s, e, n in trimmed.groups()) <= plan.node_steps
+    src = trimmed.sources().view(steps, len(a))
+    for i in range(len(a)):
+        for t in range(u[i]):  # every state read has a source: the dormant state, or its group's output
+            assert int(src[t, i]) == t if t < a[i] or i not in seen else int(src[t, i]) >= trimmed.dormant_steps
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_pass_trimmed_to_the_states_read_gives_their_numbers(monkeypatch, dtype):
+    """The LSTM stopped at each node's last read (:meth:`DormantGroups.trimmed`): those
+    states and every parameter's gradient against the LSTM over every node-step; a state
+    past them cannot be taken."""
+    from dyngnn.models import gcn_lstm
+
+    monkeypatch.setattr(gcn_lstm.DormantGroups, "OVERHEAD", 1)
+    torch.manual_seed(14)
+    g = sparse_snapshots(dtype, steps=12, growing=True)
+    n = g[0].adj.num_nodes
+    model = random_biases(GCNLSTM(n, g[0].x.shape[1], hidden=5, lstm_layers=2).to(dtype))
+    arrival = gcn_lstm.first_activity(g)
+    until = torch.randint(0, 13, (n,))
+    until[:3] = 12  # some read to the end
+    until[arrival >= until] = torch.minimum(arrival, torch.tensor(12))[arrival >= until]  # some read only dormant
+    plan = model._plan(arrival, len(g))
+    trimmed = plan.trimmed(until)
+    assert trimmed.node_steps < plan.node_steps and len(trimmed.never) > len(plan.never)
+    assert len(set(trimmed.starts)) < len(trimmed.starts)  # groups split by how far they are read
+    assert any((e - s) * len(nodes) == 1 for s, e, nodes in trimmed.groups())  # an input of one row
+    out = model.temporal(model.encode_snapshots(g, dense=False), arrival, dense=False, until=until)
+    t = torch.arange(len(g)).unsqueeze(1)
+    read = (t < until).reshape(-1).nonzero().squeeze(1)
+    rows = torch.cat([read, read[torch.randint(0, len(read), (200,))]])
+    ref = model.temporal(model.encode_snapshots(g, skip_idle=False))
+    w = torch.randn(len(rows), 5, dtype=dtype)
+    got, expected = gcn_lstm.take_rows(out, rows), gcn_lstm.take_rows(ref, rows)
+    grads = torch.autograd.grad((got * w).sum(), list(model.parameters()))
+    ref_grads = torch.autograd.grad((expected * w).sum(), list(model.parameters()))
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(got, expected, **tol)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    _, end, members = next(group for group in trimmed.groups() if group[1] < len(g))
+    past = end * n + int(members[0])  # the step after its group's end
+    with pytest.raises(IndexError, match="past the steps this pass computed"):
+        gcn_lstm.take_rows(out, torch.tensor([past]))
