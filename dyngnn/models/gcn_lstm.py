@@ -567,45 +567,64 @@ class DormantGroups:
         self.starts, self.dormant_steps = starts, int(a.max())
         self.ends = [steps] * len(starts) if ends is None else ends
         self.steps, self.num_nodes, self._arrival = steps, len(a), a
-        self._sources: torch.Tensor | None = None
         self.nodes = [torch.from_numpy(idx) for idx in nodes]
         rest = np.ones(len(a), dtype=bool)
         if nodes:
             rest[np.concatenate(nodes)] = False
         self.never = torch.from_numpy(np.flatnonzero(rest))
         self.node_steps = sum(len(idx) * (e - s) for s, e, idx in zip(starts, self.ends, nodes, strict=True))
-        self.late = []
-        for s, e, idx in zip(starts, self.ends, nodes, strict=True):
-            span = np.minimum(a[idx], e) - s  # rows [s, arrival) of each member are dormant
-            member = np.repeat(np.arange(len(idx)), span)
-            t = s + np.arange(len(member)) - np.repeat(np.cumsum(span) - span, span)
-            rows = (t - s) * len(idx) + member, t * len(a) + idx[member]
-            self.late.append(tuple(torch.from_numpy(v.astype(np.int64)) for v in (t, *rows)))
+        self._late: list | None = None
+        self._members: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def late(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per group, the rows where a member is still dormant (built on first use)."""
+        if self._late is None:
+            a, self._late = self._arrival, []
+            for s, e, idx in self.groups():
+                idx = idx.numpy()
+                span = np.minimum(a[idx], e) - s  # rows [s, arrival) of each member are dormant
+                member = np.repeat(np.arange(len(idx)), span)
+                t = s + np.arange(len(member)) - np.repeat(np.cumsum(span) - span, span)
+                rows = (t - s) * len(idx) + member, t * len(a) + idx[member]
+                self._late.append(tuple(torch.from_numpy(v.astype(np.int64)) for v in (t, *rows)))
+        return self._late
+
+    def members(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """``(group [N], position in it [N], arrival [N])`` of each node (group -1: in
+        none), and each group's ``(start, end, size, offset)`` (``[groups]`` each), the
+        offset of its output among the dormant states and the groups' outputs laid end
+        to end (each flattened to ``[steps * members, H]``). Built once per device."""
+        if device not in self._members:
+            group = torch.full((self.num_nodes,), -1, dtype=torch.long)
+            position = torch.zeros(self.num_nodes, dtype=torch.long)
+            for k, idx in enumerate(self.nodes):
+                group[idx], position[idx] = k, torch.arange(len(idx))
+            start, end = torch.tensor(self.starts, dtype=torch.long), torch.tensor(self.ends, dtype=torch.long)
+            size = torch.tensor([len(idx) for idx in self.nodes], dtype=torch.long)
+            offset = self.dormant_steps + torch.cumsum((end - start) * size, 0) - (end - start) * size
+            arrival = torch.from_numpy(self._arrival.astype(np.int64))
+            self._members[device] = tuple(x.to(device) for x in (group, position, arrival, start, end, size, offset))
+        return self._members[device]
+
+    def locate(self, rows: torch.Tensor) -> torch.Tensor:
+        """Where rows ``t * N + v`` of the output come from: a row of the dormant states
+        and the groups' outputs laid end to end; -1 past a trimmed group's end, or past
+        the dormant states for a node in no group."""
+        group, position, arrival, start, end, size, offset = self.members(rows.device)
+        t, v = rows // self.num_nodes, rows % self.num_nodes
+        dormant = torch.where(t < self.dormant_steps, t, -1)
+        if not self.starts:
+            return dormant
+        k = group[v]
+        in_group, kk = k >= 0, k.clamp(min=0)
+        own = offset[kk] + (t - start[kk]) * size[kk] + position[v]  # its group's output
+        past = in_group & (t >= end[kk])
+        return torch.where(in_group & (t >= arrival[v]) & ~past, own, torch.where(past, -1, dormant))
 
     def groups(self) -> zip:
         """``(start, end, nodes)`` of each group."""
         return zip(self.starts, self.ends, self.nodes, strict=True)
-
-    def sources(self) -> torch.Tensor:
-        """``int64 [steps * N]``: where each row ``t * N + v`` of the output comes from,
-        as a row of the dormant states and the groups' outputs laid end to end (each
-        flattened to ``[steps * members, H]``); -1 past a trimmed group's end. Built on
-        first use, and kept."""
-        if self._sources is None:
-            t, n, d = self.steps, self.num_nodes, self.dormant_steps
-            src = torch.full((t, n), -1, dtype=torch.long)
-            src[:d] = torch.arange(d).unsqueeze(1)  # dormant: every node before its group, and the never-active
-            lo = d
-            for s, e, idx in self.groups():
-                size = (e - s) * len(idx)
-                src[s:].index_fill_(1, idx, -1)
-                src[s:e].index_copy_(1, idx, torch.arange(lo, lo + size).view(e - s, len(idx)))
-                lo += size
-            src = src.view(-1)
-            for steps_late, _, rows in self.late:
-                src[rows] = steps_late  # members not arrived yet take the dormant state
-            self._sources = src
-        return self._sources
 
     @staticmethod
     def _parts(counts: np.ndarray, span, overhead: int) -> tuple[list[tuple[int, int]], float]:
@@ -727,14 +746,19 @@ class ActiveSteps:
         positions)``. A node is active from its arrival on, and its group starts no
         later; active rows past a trimmed group's end get no gradient (no state read
         depends on them)."""
-        t, n = self.shape[:2]
-        where = torch.zeros(t * n, dtype=torch.long, device=self.device)
-        where[self.rows] = torch.arange(1, len(self.rows) + 1, device=self.device)
+        if not groups.starts:
+            return []
+        group, position, _, start, end, size, _ = groups.members(self.device)
+        t, v = self.rows // self.shape[1], self.rows % self.shape[1]
+        k = group[v]
+        kk = k.clamp(min=0)
+        k = torch.where((k >= 0) & (t >= start[kk]) & (t < end[kk]), k, -1)  # rows in no group's steps: none
+        at = (t - start[kk]) * size[kk] + position[v]
         out = []
-        for s, e, idx in groups.groups():
-            p = where.view(t, n)[s:e].index_select(1, idx.to(self.device)).reshape(-1)
-            at = p.nonzero().squeeze(1)
-            out.append((at, p[at] - 1, (p == 0).to(self.z.dtype)))
+        for g, (s, e, idx) in enumerate(groups.groups()):
+            mine = (k == g).nonzero().squeeze(1)
+            weights = torch.ones((e - s) * len(idx), dtype=self.z.dtype, device=self.device)
+            out.append((at[mine], mine, weights.index_fill_(0, at[mine], 0)))
         return out
 
 
@@ -782,7 +806,7 @@ class GroupedSteps:
         Raises:
             IndexError: a row past a trimmed group's end (one its pass said it would not read).
         """
-        at = self.groups.sources().to(self.device)[rows]
+        at = self.groups.locate(rows)
         if len(at) and int(at.min()) < 0:
             raise IndexError("GroupedSteps: a state past the steps this pass computed was read")
         return _TakeSources.apply(at, self.h_ref, *self.outs)

@@ -559,7 +559,7 @@ def test_a_trimmed_plan_runs_each_node_from_its_group_to_its_last_read(nodes, st
     assert sorted(trimmed.never.tolist()) == sorted(i for i in range(len(a)) if i not in seen)
     assert all(u[i] <= a[i] for i in trimmed.never.tolist())
     assert trimmed.node_steps == sum(len(n) * (e - s) for s, e, n in trimmed.groups()) <= plan.node_steps
-    src = trimmed.sources().view(steps, len(a))
+    src = trimmed.locate(torch.arange(steps * len(a))).view(steps, len(a))
     for i in range(len(a)):
         for t in range(u[i]):  # every state read has a source: the dormant state, or its group's output
             assert int(src[t, i]) == t if t < a[i] or i not in seen else int(src[t, i]) >= trimmed.dormant_steps
