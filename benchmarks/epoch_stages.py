@@ -8,7 +8,6 @@ training pass is timed alone, ``--reps`` times, and the best is printed:
 - streaming: deltas applied, normalisation, structural features (``Trainer._prepare``);
 - GCN forward, up to the training horizon, over the active node-steps where idle ones
   are many (CSR matrices built here);
-- link pairs drawn (before the forward pass: the LSTM stops at each node's last state read);
 - LSTM forward (dormant nodes sharing one trajectory, as in training); link scoring forward;
 - backward of the whole pass (scoring, LSTM, GCN); optimizer step.
 
@@ -73,13 +72,11 @@ def main() -> None:
             net.train()
             tr.optimizer.zero_grad(set_to_none=True)
             # as the trainer's training pass in one process: the GCN's active rows, the
-            # LSTM's groups stopping at the last state read, the loss taking its rows from them
-            pairs = timed("link pairs drawn", tr.task.pairs, targets, tr.epoch, len(graphs))
-            until = tr.task.until(pairs)
+            # LSTM's groups, and the loss taking its rows from them
             z = timed("GCN forward", net.encode_snapshots, graphs, (0, tr.epoch), True, False)
             arrival = tr.net.arrival(graphs) if net.shares_dormant else None
-            h = timed("LSTM forward", net.temporal, z, arrival, False, until)
-            total, _ = timed("link scoring forward", tr._task_loss, h, targets, pairs)
+            h = timed("LSTM forward", net.temporal, z, arrival, False)
+            total, _ = timed("link scoring forward", tr._task_loss, h, targets)
             timed("backward (scoring, LSTM, GCN)", total.backward)
             del z, h, total
             timed("optimizer step", tr.optimizer.step)

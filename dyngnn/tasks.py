@@ -174,21 +174,6 @@ class LinkTask:
             return empty, empty, torch.zeros(0, k, dtype=torch.long)
         return torch.cat(rows_u), torch.cat(rows_v), torch.cat(rows_n)
 
-    def pairs(
-        self, targets: dict[int, torch.Tensor], epoch: int, steps: int, t0: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The training pairs of the states of snapshots ``[t0, t0 + steps)``, as rows of
-        them flattened to ``[steps * N]``: ``u``, ``v`` ``[P]`` and negatives ``[P, K]``."""
-        mine = tuple(t for t in self.split.train if t0 <= t < t0 + steps)
-        return self._batch(mine, targets, self.negatives, self.seed, epoch, cap=self.max_positives, t0=t0)
-
-    def until(self, pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """``int64 [N]``: for each node, one past the last step whose state ``pairs``
-        read (0: none), so that an LSTM can stop each node there."""
-        rows = torch.cat([p.reshape(-1) for p in pairs])
-        out = torch.zeros(self.num_nodes, dtype=torch.long, device=rows.device)
-        return out.scatter_reduce_(0, rows % self.num_nodes, rows // self.num_nodes + 1, "amax")
-
     def loss(
         self,
         h_TNH: torch.Tensor,
@@ -196,16 +181,15 @@ class LinkTask:
         targets: dict[int, torch.Tensor],
         epoch: int,
         t0: int = 0,
-        pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, int]:
         """Sum of BCE-with-logits over the train split's pairs, and the number of pairs.
 
         ``h_TNH`` may hold a block of snapshots ``[t0, t0 + T_r)``: then only the train
         transitions from those snapshots count, and ``targets`` must hold their t+1. It
         may be held as the LSTM groups' outputs (:class:`~dyngnn.models.gcn_lstm.GroupedSteps`).
-        ``pairs``: :meth:`pairs` for these states, if already drawn.
         """
-        u, v, n = self.pairs(targets, epoch, h_TNH.shape[0], t0) if pairs is None else pairs
+        mine = tuple(t for t in self.split.train if t0 <= t < t0 + h_TNH.shape[0])
+        u, v, n = self._batch(mine, targets, self.negatives, self.seed, epoch, cap=self.max_positives, t0=t0)
         u, v, n = u.to(h_TNH.device), v.to(h_TNH.device), n.to(h_TNH.device)
         # one gather, so the backward pass is one scatter into one full-size gradient
         width = h_TNH.shape[2]

@@ -45,7 +45,6 @@ from dyngnn.models.gcn_lstm import (
     GCNLSTM,
     NEVER,
     GraphInput,
-    GroupedSteps,
     LinkDecoder,
     NodeHead,
     first_activity,
@@ -171,16 +170,8 @@ class _Net(nn.Module):
             self._arrival = first[n0:n1]
         return self._arrival
 
-    def forward(
-        self,
-        graphs: list[GraphInput],
-        key: tuple[int, ...] = (),
-        horizon: int | None = None,
-        until: torch.Tensor | None = None,
-    ) -> torch.Tensor | GroupedSteps:
-        """The states; with ``horizon``, only those of snapshots before it; in one
-        process, for links, as the LSTM groups' outputs, and given ``until``
-        (:meth:`LinkTask.until`), only those the loss reads.
+    def forward(self, graphs: list[GraphInput], key: tuple[int, ...] = (), horizon: int | None = None) -> torch.Tensor:
+        """The states; with ``horizon``, only those of snapshots before it.
 
         The LSTM is causal, so states before the horizon are the same either way: the
         training pass stops after the last train transition instead of running, and
@@ -199,7 +190,7 @@ class _Net(nn.Module):
         # the link loss takes rows of the states: in one process, where nodes are grouped,
         # from the groups' outputs, without building [T, N, H]
         dense = horizon is None or not self.link or layout.world_size > 1
-        h = self.model.temporal(z, self.arrival(graphs) if self.model.shares_dormant else None, dense, until)
+        h = self.model.temporal(z, self.arrival(graphs) if self.model.shares_dormant else None, dense)
         if self.link and layout.world_size > 1:
             h = NodesToSnapshots.apply(h, layout, self.rank, self.group)  # [T_r, N, H]
         return h
@@ -440,12 +431,8 @@ class Trainer:
         comm_stats.reset()
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        pairs = until = None
-        if self.cfg.task.kind == "link" and self.world == 1:  # drawn first: the LSTM stops at the last state read
-            pairs = self.task.pairs(targets, self.epoch, self.split.horizon)
-            until = self.task.until(pairs)
-        h = (self.ddp or self.net)(graphs, (self.cfg.training.seed, self.epoch), self.split.horizon, until)
-        total, count = self._task_loss(h, targets, pairs)
+        h = (self.ddp or self.net)(graphs, (self.cfg.training.seed, self.epoch), self.split.horizon)
+        total, count = self._task_loss(h, targets)
         # every rank divides by the global count; DDP averages over ranks, so multiplying by
         # the world size makes the gradients those of single-process training
         global_count = self._sum(count)
@@ -484,9 +471,9 @@ class Trainer:
             "Start again with a smaller --training.lr in another --run.dir"
         )
 
-    def _task_loss(self, h: torch.Tensor, targets: dict[int, torch.Tensor], pairs=None) -> tuple[torch.Tensor, int]:
+    def _task_loss(self, h: torch.Tensor, targets: dict[int, torch.Tensor]) -> tuple[torch.Tensor, int]:
         if self.cfg.task.kind == "link":
-            return self.task.loss(h, self.head, targets, self.epoch, t0=self.t0, pairs=pairs)
+            return self.task.loss(h, self.head, targets, self.epoch, t0=self.t0)
         return self.task.loss(h, self.head, targets, self.epoch, n0=self.n0)
 
     def _states(self, graphs: list[GraphInput]) -> torch.Tensor:

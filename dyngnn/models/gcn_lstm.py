@@ -332,19 +332,13 @@ class GCNLSTM(nn.Module):
         return torch.cat(outputs) if outputs else x.new_zeros(0, self.hidden), kept
 
     def temporal(
-        self,
-        z_TNF: torch.Tensor | ActiveSteps,
-        arrival: torch.Tensor | None = None,
-        dense: bool = True,
-        until: torch.Tensor | None = None,
+        self, z_TNF: torch.Tensor | ActiveSteps, arrival: torch.Tensor | None = None, dense: bool = True
     ) -> torch.Tensor | GroupedSteps:
         """``h_TNH``: the LSTM over the time axis for every node.
 
         ``z_TNF`` may be held as :class:`ActiveSteps`. Unless ``dense``, where nodes are
         grouped the result is kept as the groups' outputs, :class:`GroupedSteps`, which
-        gives rows (:func:`take_rows`) without building ``[T, N, H]``; then, given
-        ``until`` (``[N]``), only states of node ``v`` before step ``until[v]`` are read,
-        and the groups stop there (:meth:`DormantGroups.trimmed`).
+        gives rows (:func:`take_rows`) without building ``[T, N, H]``.
 
         ``arrival`` (``[N]``, :func:`first_activity`), given where :attr:`shares_dormant`
         holds: the step before which each node is dormant. On CPU, where an LSTM's cost
@@ -361,8 +355,6 @@ class GCNLSTM(nn.Module):
         if arrival is not None and z_TNF.device.type == "cpu":
             groups = self._plan(arrival, z_TNF.shape[0])
             if groups is not None:
-                if until is not None and not dense:
-                    groups = groups.trimmed(until)
                 return lstm_sharing_dormant(self, z_TNF, groups, dense)
         return self._lstm(z_TNF.dense() if isinstance(z_TNF, ActiveSteps) else z_TNF)
 
@@ -537,9 +529,8 @@ _fused_step = _FusedStep()
 class DormantGroups:
     """A plan for :func:`lstm_sharing_dormant`: nodes grouped by arrival.
 
-    Each group's LSTM runs from its first member's arrival to its end (the last step, or
-    for a pass that reads fewer states, :meth:`trimmed`), from the dormant state there;
-    members arriving later in the group run their last dormant steps inside it, and
+    Each group's LSTM runs from its first member's arrival to the end, from the dormant
+    state there; members arriving later in the group run their last dormant steps inside it, and
     those rows of its output are replaced by the dormant states. :meth:`plan` picks the
     groups that minimise node-steps plus :attr:`OVERHEAD` per group and step (the cost of
     one more, smaller LSTM call), with starts among at most :attr:`CANDIDATES` of the
@@ -547,12 +538,11 @@ class DormantGroups:
 
     Attributes:
         starts: each group's first step, ascending.
-        ends: each group's end (exclusive).
         nodes: each group's node indices (``int64``, ascending).
         late: per group, the rows where a member is still dormant, as ``(t, rows of the
             group's output flattened to [steps * members], rows of the whole output
             flattened to [T * N])``.
-        never: nodes in no group: dormant at every step (or, trimmed, at every step read).
+        never: nodes in no group: dormant at every step.
         dormant_steps: steps of the dormant trajectory (to the last arrival).
         node_steps: the node-steps the groups compute.
     """
@@ -561,18 +551,15 @@ class DormantGroups:
     WORTH = 0.7  # group only where the groups cost less than this fraction of every node's steps
     CANDIDATES = 512  # group starts considered at most: the plan takes time quadratic in them
 
-    def __init__(
-        self, a: np.ndarray, steps: int, starts: list[int], nodes: list[np.ndarray], ends: list[int] | None = None
-    ) -> None:
+    def __init__(self, a: np.ndarray, steps: int, starts: list[int], nodes: list[np.ndarray]) -> None:
         self.starts, self.dormant_steps = starts, int(a.max())
-        self.ends = [steps] * len(starts) if ends is None else ends
         self.steps, self.num_nodes, self._arrival = steps, len(a), a
         self.nodes = [torch.from_numpy(idx) for idx in nodes]
         rest = np.ones(len(a), dtype=bool)
         if nodes:
             rest[np.concatenate(nodes)] = False
         self.never = torch.from_numpy(np.flatnonzero(rest))
-        self.node_steps = sum(len(idx) * (e - s) for s, e, idx in zip(starts, self.ends, nodes, strict=True))
+        self.node_steps = sum(len(idx) * (steps - s) for s, idx in zip(starts, nodes, strict=True))
         self._late: list | None = None
         self._members: dict[torch.device, tuple[torch.Tensor, ...]] = {}
 
@@ -581,9 +568,9 @@ class DormantGroups:
         """Per group, the rows where a member is still dormant (built on first use)."""
         if self._late is None:
             a, self._late = self._arrival, []
-            for s, e, idx in self.groups():
+            for s, idx in self.groups():
                 idx = idx.numpy()
-                span = np.minimum(a[idx], e) - s  # rows [s, arrival) of each member are dormant
+                span = a[idx] - s  # rows [s, arrival) of each member are dormant
                 member = np.repeat(np.arange(len(idx)), span)
                 t = s + np.arange(len(member)) - np.repeat(np.cumsum(span) - span, span)
                 rows = (t - s) * len(idx) + member, t * len(a) + idx[member]
@@ -592,7 +579,7 @@ class DormantGroups:
 
     def members(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """``(group [N], position in it [N], arrival [N])`` of each node (group -1: in
-        none), and each group's ``(start, end, size, offset)`` (``[groups]`` each), the
+        none), and each group's ``(start, size, offset)`` (``[groups]`` each), the
         offset of its output among the dormant states and the groups' outputs laid end
         to end (each flattened to ``[steps * members, H]``). Built once per device."""
         if device not in self._members:
@@ -600,31 +587,29 @@ class DormantGroups:
             position = torch.zeros(self.num_nodes, dtype=torch.long)
             for k, idx in enumerate(self.nodes):
                 group[idx], position[idx] = k, torch.arange(len(idx))
-            start, end = torch.tensor(self.starts, dtype=torch.long), torch.tensor(self.ends, dtype=torch.long)
+            start = torch.tensor(self.starts, dtype=torch.long)
             size = torch.tensor([len(idx) for idx in self.nodes], dtype=torch.long)
-            offset = self.dormant_steps + torch.cumsum((end - start) * size, 0) - (end - start) * size
+            length = (self.steps - start) * size
+            offset = self.dormant_steps + torch.cumsum(length, 0) - length
             arrival = torch.from_numpy(self._arrival.astype(np.int64))
-            self._members[device] = tuple(x.to(device) for x in (group, position, arrival, start, end, size, offset))
+            self._members[device] = tuple(x.to(device) for x in (group, position, arrival, start, size, offset))
         return self._members[device]
 
     def locate(self, rows: torch.Tensor) -> torch.Tensor:
         """Where rows ``t * N + v`` of the output come from: a row of the dormant states
-        and the groups' outputs laid end to end; -1 past a trimmed group's end, or past
-        the dormant states for a node in no group."""
-        group, position, arrival, start, end, size, offset = self.members(rows.device)
+        and the groups' outputs laid end to end."""
+        group, position, arrival, start, size, offset = self.members(rows.device)
         t, v = rows // self.num_nodes, rows % self.num_nodes
-        dormant = torch.where(t < self.dormant_steps, t, -1)
         if not self.starts:
-            return dormant
+            return t
         k = group[v]
-        in_group, kk = k >= 0, k.clamp(min=0)
+        kk = k.clamp(min=0)
         own = offset[kk] + (t - start[kk]) * size[kk] + position[v]  # its group's output
-        past = in_group & (t >= end[kk])
-        return torch.where(in_group & (t >= arrival[v]) & ~past, own, torch.where(past, -1, dormant))
+        return torch.where((k >= 0) & (t >= arrival[v]), own, t)  # before its arrival: the dormant state
 
     def groups(self) -> zip:
-        """``(start, end, nodes)`` of each group."""
-        return zip(self.starts, self.ends, self.nodes, strict=True)
+        """``(start, nodes)`` of each group."""
+        return zip(self.starts, self.nodes, strict=True)
 
     @staticmethod
     def _parts(counts: np.ndarray, span, overhead: int) -> tuple[list[tuple[int, int]], float]:
@@ -661,28 +646,6 @@ class DormantGroups:
         cum = np.concatenate([[0], np.cumsum(counts)])
         order = np.argsort(a, kind="stable")
         return cls(a, steps, [int(vals[p]) for p, _ in bounds], [np.sort(order[cum[p] : cum[q]]) for p, q in bounds])
-
-    def trimmed(self, until: torch.Tensor) -> DormantGroups:
-        """The plan for a pass that reads each node ``v``'s states before step
-        ``until[v]`` only (``[N]``): each group's members split by how far they are read
-        (:attr:`OVERHEAD` per extra call and step, as in :meth:`plan`), each part running
-        to its last member's ``until``; members read only while dormant drop out."""
-        u, a = until.cpu().numpy().clip(0, self.steps), self._arrival
-        starts, ends, nodes = [], [], []
-        for s, idx in zip(self.starts, self.nodes, strict=True):
-            idx = idx.numpy()
-            idx = idx[u[idx] > a[idx]]
-            if not len(idx):
-                continue
-            idx = idx[np.argsort(u[idx], kind="stable")]
-            vals, counts = np.unique(u[idx], return_counts=True)
-            bounds, _ = self._parts(counts, lambda q, vals=vals, s=s: np.full(q, vals[q - 1] - s), self.OVERHEAD)
-            cum = np.concatenate([[0], np.cumsum(counts)])
-            for p, q in bounds:
-                starts.append(s)
-                ends.append(int(vals[q - 1]))
-                nodes.append(np.sort(idx[cum[p] : cum[q]]))
-        return DormantGroups(a, self.steps, starts, nodes, ends)
 
 
 def lstm_sharing_dormant(
@@ -743,21 +706,19 @@ class ActiveSteps:
     def maps(self, groups: DormantGroups) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per group of ``groups``, where its input (``z[start:, nodes]`` flattened) takes
         the active rows: ``(positions in it, indices into z, 0/1 weights of its idle
-        positions)``. A node is active from its arrival on, and its group starts no
-        later; active rows past a trimmed group's end get no gradient (no state read
-        depends on them)."""
+        positions)``. Every active node-step lies in a group's steps: a node is active
+        from its arrival on, and its group starts no later."""
         if not groups.starts:
             return []
-        group, position, _, start, end, size, _ = groups.members(self.device)
+        group, position, _, start, size, _ = groups.members(self.device)
         t, v = self.rows // self.shape[1], self.rows % self.shape[1]
         k = group[v]
         kk = k.clamp(min=0)
-        k = torch.where((k >= 0) & (t >= start[kk]) & (t < end[kk]), k, -1)  # rows in no group's steps: none
         at = (t - start[kk]) * size[kk] + position[v]
         out = []
-        for g, (s, e, idx) in enumerate(groups.groups()):
+        for g, (s, idx) in enumerate(groups.groups()):
             mine = (k == g).nonzero().squeeze(1)
-            weights = torch.ones((e - s) * len(idx), dtype=self.z.dtype, device=self.device)
+            weights = torch.ones((self.shape[0] - s) * len(idx), dtype=self.z.dtype, device=self.device)
             out.append((at[mine], mine, weights.index_fill_(0, at[mine], 0)))
         return out
 
@@ -801,14 +762,8 @@ class GroupedSteps:
         self.device = h_ref.device
 
     def take(self, rows: torch.Tensor) -> torch.Tensor:
-        """``[len(rows), H]``: rows ``t * N + v`` of the output.
-
-        Raises:
-            IndexError: a row past a trimmed group's end (one its pass said it would not read).
-        """
+        """``[len(rows), H]``: rows ``t * N + v`` of the output."""
         at = self.groups.locate(rows)
-        if len(at) and int(at.min()) < 0:
-            raise IndexError("GroupedSteps: a state past the steps this pass computed was read")
         return _TakeSources.apply(at, self.h_ref, *self.outs)
 
 
@@ -849,21 +804,21 @@ class _TakeSources(torch.autograd.Function):
 
 
 class _TakeGroups(torch.autograd.Function):
-    """``x -> x[start:end, nodes]`` for each group; backward: one gradient of ``x``, with
+    """``x -> x[start:, nodes]`` for each group; backward: one gradient of ``x``, with
     zeros where no group took a row."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, groups: DormantGroups):
         ctx.shape, ctx.groups = x.shape, groups
-        return tuple(x[s:e].index_select(1, idx) for s, e, idx in groups.groups())
+        return tuple(x[s:].index_select(1, idx) for s, idx in groups.groups())
 
     @staticmethod
     def backward(ctx, *g_groups: torch.Tensor):
         dx = None
-        for (s, e, idx), g in zip(ctx.groups.groups(), g_groups, strict=True):
+        for (s, idx), g in zip(ctx.groups.groups(), g_groups, strict=True):
             if g is not None:
                 dx = g.new_zeros(ctx.shape) if dx is None else dx
-                dx[s:e].index_copy_(1, idx, g)
+                dx[s:].index_copy_(1, idx, g)
         return dx, None
 
 
@@ -882,19 +837,15 @@ class _PutGroups(torch.autograd.Function):
         ctx.groups, ctx.x_shape = groups, x.shape
         out = h_ref.new_empty(*shape, h_ref.shape[1])
         flat, width = out.view(-1, h_ref.shape[1]), h_ref.shape[1]
-        for (s, e, idx), o, (t, _, rows) in zip(groups.groups(), outs, groups.late, strict=True):
+        for (s, idx), o, (t, _, rows) in zip(groups.groups(), outs, groups.late, strict=True):
             idx = idx.to(out.device)
             if s:
                 out[:s].index_copy_(1, idx, h_ref[:s].unsqueeze(1).expand(s, len(idx), width))
-            out[s:e].index_copy_(1, idx, o)
-            if e < len(out):  # past a trimmed group's end: states nobody reads
-                out[e:].index_fill_(1, idx, 0)
+            out[s:].index_copy_(1, idx, o)
             flat.index_copy_(0, rows.to(out.device), h_ref.index_select(0, t.to(out.device)))
         if len(groups.never):
-            never, d = groups.never.to(out.device), len(h_ref)
-            out[:d].index_copy_(1, never, h_ref.unsqueeze(1).expand(-1, len(never), width))
-            if d < len(out):  # nodes a trimmed plan reads while dormant only
-                out[d:].index_fill_(1, never, 0)
+            never = groups.never.to(out.device)
+            out.index_copy_(1, never, h_ref.unsqueeze(1).expand(-1, len(never), width))
         return out
 
     @staticmethod
@@ -902,11 +853,11 @@ class _PutGroups(torch.autograd.Function):
         gr, width, g = ctx.groups, g.shape[2], g.contiguous()  # one copy, not one per group, if it is not
         g_ref = g.new_zeros(gr.dormant_steps, width)
         g_outs = []
-        for (s, e, idx), (t, rows, _) in zip(gr.groups(), gr.late, strict=True):
+        for (s, idx), (t, rows, _) in zip(gr.groups(), gr.late, strict=True):
             idx = idx.to(g.device)
             if s:
                 g_ref[:s] += g[:s].index_select(1, idx).sum(1)
-            piece = g[s:e].index_select(1, idx)
+            piece = g[s:].index_select(1, idx)
             flat, rows = piece.view(-1, width), rows.to(g.device)
             g_ref.index_add_(0, t.to(g.device), flat.index_select(0, rows))
             flat.index_fill_(0, rows, 0)
