@@ -277,7 +277,8 @@ class GCNLSTM(nn.Module):
                     start, edges = i, g.adj.edge_index.shape[1] + n
             spans.append((start, len(graphs)))
         masks = [active_mask(g) for g in graphs] if skip_idle and self.shares_dormant else None
-        if masks is not None and sum(int(m.sum()) for m in masks) > _IDLE_WORTH * n * len(graphs):
+        active = torch.cat(masks) if masks is not None else None  # one reduction, not one per snapshot
+        if active is not None and int(active.sum()) > _IDLE_WORTH * n * len(graphs):
             masks = None
 
         def run(s: int, e: int) -> torch.Tensor:
@@ -290,9 +291,7 @@ class GCNLSTM(nn.Module):
         z = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         if masks is None:
             return z
-        steps = ActiveSteps(
-            z, self.dormant_input(), torch.cat(masks).nonzero().squeeze(1), (len(graphs), n, z.shape[1])
-        )
+        steps = ActiveSteps(z, self.dormant_input(), active.nonzero().squeeze(1), (len(graphs), n, z.shape[1]))
         return steps.dense() if dense else steps
 
     @property
@@ -530,8 +529,8 @@ class DormantGroups:
     """A plan for :func:`lstm_sharing_dormant`: nodes grouped by arrival.
 
     Each group's LSTM runs from its first member's arrival to the end, from the dormant
-    state there; members arriving later in the group run their last dormant steps inside it, and
-    those rows of its output are replaced by the dormant states. :meth:`plan` picks the
+    state there; members arriving later in the group run their last dormant steps inside
+    it, and those rows of its output are replaced by the dormant states. :meth:`plan` picks the
     groups that minimise node-steps plus :attr:`OVERHEAD` per group and step (the cost of
     one more, smaller LSTM call), with starts among at most :attr:`CANDIDATES` of the
     distinct arrival steps.
@@ -611,23 +610,6 @@ class DormantGroups:
         """``(start, nodes)`` of each group."""
         return zip(self.starts, self.nodes, strict=True)
 
-    @staticmethod
-    def _parts(counts: np.ndarray, span, overhead: int) -> tuple[list[tuple[int, int]], float]:
-        """Contiguous parts ``[p, q)`` of values (sorted, ``counts`` nodes each) that
-        minimise the sum over parts of (their nodes + ``overhead``) x ``span(q)[p]``, the
-        steps the part would run: a dynamic programme over the part ending at each q."""
-        cum = np.concatenate([[0], np.cumsum(counts)])
-        best, cut = np.zeros(len(counts) + 1), np.zeros(len(counts) + 1, dtype=np.int64)
-        for q in range(1, len(counts) + 1):
-            cost = best[:q] + (cum[q] - cum[:q] + overhead) * span(q)
-            cut[q] = np.argmin(cost)
-            best[q] = cost[cut[q]]
-        bounds, q = [], len(counts)
-        while q > 0:
-            bounds.insert(0, (int(cut[q]), q))
-            q = int(cut[q])
-        return bounds, best[-1]
-
     @classmethod
     def plan(cls, arrival: torch.Tensor, steps: int) -> DormantGroups | None:
         """The groups for ``arrival`` (``[N]``) over ``steps`` steps; None where they would
@@ -640,10 +622,18 @@ class DormantGroups:
         if len(vals) > cls.CANDIDATES:  # groups may then start at every few arrival steps only
             firsts = np.unique(np.linspace(0, len(vals), cls.CANDIDATES, endpoint=False).astype(np.int64))
             vals, counts = vals[firsts], np.add.reduceat(counts, firsts)
-        bounds, cost = cls._parts(counts, lambda q: steps - vals[:q], cls.OVERHEAD)
-        if cost >= cls.WORTH * n * steps:
-            return None
         cum = np.concatenate([[0], np.cumsum(counts)])
+        best, cut = np.zeros(len(vals) + 1), np.zeros(len(vals) + 1, dtype=np.int64)
+        for q in range(1, len(vals) + 1):  # the last group holds arrivals vals[p:q]
+            cost = best[:q] + (cum[q] - cum[:q] + cls.OVERHEAD) * (steps - vals[:q])
+            cut[q] = np.argmin(cost)
+            best[q] = cost[cut[q]]
+        if best[-1] >= cls.WORTH * n * steps:
+            return None
+        bounds, q = [], len(vals)
+        while q > 0:
+            bounds.insert(0, (int(cut[q]), q))
+            q = int(cut[q])
         order = np.argsort(a, kind="stable")
         return cls(a, steps, [int(vals[p]) for p, _ in bounds], [np.sort(order[cum[p] : cum[q]]) for p, q in bounds])
 
