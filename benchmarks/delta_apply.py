@@ -23,7 +23,8 @@ import numpy as np
 from _util import OUT_DIR, banner, percentile_ms, print_table, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dyngnn.data.store import Delta, DeltaStore, apply_delta, keys_to_pairs
+from dyngnn.data.delta import Delta, apply_delta, keys_to_pairs
+from dyngnn.data.store import DeltaStore
 from dyngnn.data.synthetic import synthesize
 
 

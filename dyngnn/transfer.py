@@ -13,7 +13,11 @@ what sending every snapshot whole (int pairs plus float32 weights) would have co
 On CPU nothing is copied but the accounting is the same, so it is checked anywhere.
 
 On CUDA, copies go from pinned memory on a side stream, and the next record is copied
-while the current snapshot is being used.
+while the current snapshot is being used. The delta rule applied on the device is
+:mod:`dyngnn.data.delta`'s.
+
+Legend: ``N`` nodes, ``E`` edges of a snapshot, keys ``int64 [E]`` ``src * N + dst``,
+positions ``int64`` indices into the previous snapshot, a block ``[t0, t1)`` of snapshots.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dyngnn.data.store import DeltaStore, apply_change, keys_to_pairs
+from dyngnn.data.delta import apply_change, apply_change_torch, keys_to_pairs, mask_to_positions_torch
+from dyngnn.data.store import DeltaStore
 
 MODES = ("full", "delta", "resident")
 _NO_CHANGE = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), None)
@@ -69,59 +74,33 @@ class DeviceRecord:
     def empty(self) -> bool:
         return not self.whole and not (self.added.numel() or self.removed.numel() or self.reweighted.numel())
 
+    @property
+    def change(self) -> tuple[torch.Tensor | None, ...]:
+        """The arguments of the delta rule after the snapshot's own keys and weights."""
+        return self.removed, self.added, self.added_weight, self.reweighted, self.reweight_values
+
 
 def apply_record(
     keys: torch.Tensor | None, weight: torch.Tensor | None, r: DeviceRecord
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Apply one record to a snapshot held as tensors on any device (pure).
 
-    The rule of :func:`dyngnn.data.store.apply_change`. On CPU that numpy code runs on
-    the tensors' memory (it is faster there); elsewhere :func:`apply_record_torch`.
+    On CPU the numpy rule runs on the tensors' memory (it is faster there); elsewhere
+    its torch twin (:func:`apply_record_torch`).
     """
     if r.whole:
         return r.added, r.added_weight
     if keys.device.type != "cpu":
         return apply_record_torch(keys, weight, r)
-
-    def np_(x: torch.Tensor | None) -> np.ndarray | None:
-        return None if x is None else x.numpy()
-
-    k, w = apply_change(
-        keys.numpy(),
-        np_(weight),
-        np_(r.removed),
-        np_(r.added),
-        np_(r.added_weight),
-        np_(r.reweighted),
-        np_(r.reweight_values),
-    )
+    k, w = apply_change(*(None if x is None else x.numpy() for x in (keys, weight, *r.change)))
     return torch.from_numpy(k), None if w is None else torch.from_numpy(w)
 
 
 def apply_record_torch(
     keys: torch.Tensor, weight: torch.Tensor | None, r: DeviceRecord
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The delta rule in torch operations only (the accelerator path)."""
-    if weight is not None and r.reweighted.numel():
-        weight = weight.clone()
-        weight[r.reweighted] = r.reweight_values
-    if r.removed.numel():
-        keep = torch.ones(keys.numel(), dtype=torch.bool, device=keys.device)
-        keep[r.removed] = False
-        keys = keys[keep]
-        weight = None if weight is None else weight[keep]
-    if r.added.numel():
-        at = torch.searchsorted(keys, r.added) + torch.arange(r.added.numel(), device=keys.device)
-        is_added = torch.zeros(keys.numel() + r.added.numel(), dtype=torch.bool, device=keys.device)
-        is_added[at] = True
-        out = torch.empty(is_added.numel(), dtype=keys.dtype, device=keys.device)
-        out[at], out[~is_added] = r.added, keys
-        if weight is not None:
-            w_out = torch.empty(is_added.numel(), dtype=weight.dtype, device=weight.device)
-            w_out[at], w_out[~is_added] = r.added_weight, weight
-            weight = w_out
-        keys = out
-    return keys, weight
+    """Apply a delta record in torch operations only (the accelerator path)."""
+    return apply_change_torch(keys, weight, *r.change)
 
 
 class SnapshotStream:
@@ -218,10 +197,7 @@ class SnapshotStream:
         """Positions cross in their stored form; a bitmask is expanded on the device."""
         raw, as_mask = self.store.encoded_positions(name, t)
         dev = self._copy(raw)
-        if not as_mask:
-            return dev.long()
-        bits = (dev.unsqueeze(1) >> torch.arange(8, device=dev.device, dtype=torch.uint8)) & 1
-        return torch.nonzero(bits.reshape(-1)[: int(self.store.num_edges[t - 1])]).reshape(-1)
+        return mask_to_positions_torch(dev, int(self.store.num_edges[t - 1])) if as_mask else dev.long()
 
     def _fetch(self, t: int) -> DeviceRecord | None:
         if self.mode == "full" or (self.mode == "delta" and t == self.t0):

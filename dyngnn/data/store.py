@@ -17,15 +17,38 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dyngnn.data.delta import (
+    Delta,
+    apply_change,
+    apply_delta,
+    diff_snapshots,
+    keys_to_pairs,
+    mask_to_positions,
+    pairs_to_keys,
+    positions_to_mask,
+    sorted_positions,
+)
 from dyngnn.data.npyfile import AtomicDirectory, NpyWriter, data_sha256, open_array, write_array
 from dyngnn.data.snapshots import Snapshots, check_num_nodes, keys_to_edge_index
 from dyngnn.errors import InputError
+
+# importers of the store's former contents keep working
+__all__ = [
+    "Delta",
+    "DeltaStore",
+    "StoreBuilder",
+    "apply_change",
+    "apply_delta",
+    "diff_snapshots",
+    "keys_to_pairs",
+    "pairs_to_keys",
+    "sorted_positions",
+]
 
 FORMAT = "dyngnn-delta-store"
 FORMAT_VERSION = 1
@@ -49,145 +72,6 @@ _GRAPH_ARRAYS = (
     "reweighted_mask",
     "reweight_values",
 )
-
-
-@dataclass
-class Delta:
-    """One stored snapshot, decoded.
-
-    Attributes:
-        keyframe: True when ``pairs`` is the whole snapshot.
-        pairs: ``[M, 2]`` (src, dst), sorted: the keyframe's edges or the added edges.
-        weights: ``float32 [M]`` for ``pairs``, or None (unweighted store).
-        removed: ``int64 [R]`` sorted positions in the previous snapshot.
-        reweighted: ``int64 [W]`` sorted positions in the previous snapshot.
-        reweight_values: ``float32 [W]`` new weights, or None.
-        nbytes: bytes this snapshot occupies in the store (its counts included).
-    """
-
-    keyframe: bool
-    pairs: np.ndarray
-    weights: np.ndarray | None
-    removed: np.ndarray
-    reweighted: np.ndarray
-    reweight_values: np.ndarray | None
-    nbytes: int
-
-
-def pairs_to_keys(pairs: np.ndarray, num_nodes: int) -> np.ndarray:
-    """``[M, 2]`` (src, dst) -> ``int64 [M]`` keys ``src * N + dst``."""
-    pairs = np.asarray(pairs)
-    return pairs[:, 0].astype(np.int64) * num_nodes + pairs[:, 1]
-
-
-def keys_to_pairs(keys: np.ndarray, num_nodes: int, dtype: np.dtype) -> np.ndarray:
-    """``int64 [M]`` keys -> ``[M, 2]`` (src, dst) in ``dtype``."""
-    out = np.empty((len(keys), 2), dtype=dtype)
-    if len(keys):
-        src, dst = np.divmod(keys, num_nodes)
-        out[:, 0], out[:, 1] = src, dst
-    return out
-
-
-def apply_delta(
-    keys: np.ndarray, weights: np.ndarray | None, delta: Delta, num_nodes: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rebuild snapshot t from snapshot t-1 and delta t (pure; inputs are not modified).
-
-    Args:
-        keys: ``int64 [E_{t-1}]`` sorted keys of the previous snapshot.
-        weights: ``float32 [E_{t-1}]`` or None.
-
-    Returns:
-        ``(keys, weights)`` of snapshot t, keys sorted and unique.
-    """
-    if delta.keyframe:
-        new_w = None if delta.weights is None else np.array(delta.weights, dtype=np.float32)
-        return pairs_to_keys(delta.pairs, num_nodes), new_w
-    return apply_change(
-        keys,
-        weights,
-        delta.removed,
-        pairs_to_keys(delta.pairs, num_nodes),
-        delta.weights,
-        delta.reweighted,
-        delta.reweight_values,
-    )
-
-
-def apply_change(
-    keys: np.ndarray,
-    weights: np.ndarray | None,
-    removed: np.ndarray,
-    added: np.ndarray,
-    added_weights: np.ndarray | None,
-    reweighted: np.ndarray,
-    reweight_values: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The delta rule on keys: new weights at ``reweighted`` positions, drop ``removed``
-    positions, insert the sorted ``added`` keys at their places (pure)."""
-    if weights is not None and len(reweighted):
-        weights = weights.copy()
-        weights[reweighted] = reweight_values
-    if len(removed):
-        keep = np.ones(len(keys), dtype=bool)
-        keep[removed] = False
-        keys = keys[keep]
-        weights = None if weights is None else weights[keep]
-    if len(added):
-        at = sorted_positions(keys, added)
-        keys = np.insert(keys, at, added)
-        if weights is not None:
-            weights = np.insert(weights, at, added_weights)
-    return keys, weights
-
-
-_PARALLEL_SEARCH_MIN = 1 << 20
-
-
-def sorted_positions(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(haystack, needles)``; on large arrays torch's, which uses every core."""
-    if len(haystack) < _PARALLEL_SEARCH_MIN:
-        return np.searchsorted(haystack, needles)
-    import torch
-
-    return torch.searchsorted(torch.from_numpy(haystack), torch.from_numpy(needles)).numpy()
-
-
-def diff_snapshots(
-    prev_keys: np.ndarray,
-    prev_w: np.ndarray | None,
-    keys: np.ndarray,
-    w: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """What changed from one sorted edge set to the next.
-
-    Returns:
-        ``(removed, added_keys, added_w, reweighted, reweight_values)``: positions in the
-        previous snapshot of removed and re-weighted edges, the added keys (sorted) and
-        their weights. Weights compare bit for bit, so the round trip is exact.
-    """
-    if len(keys):
-        at = np.minimum(np.searchsorted(keys, prev_keys), len(keys) - 1)
-        kept = keys[at] == prev_keys
-    else:
-        at = np.zeros(len(prev_keys), dtype=np.int64)
-        kept = np.zeros(len(prev_keys), dtype=bool)
-    removed = np.flatnonzero(~kept)
-    if len(prev_keys):
-        back = np.minimum(np.searchsorted(prev_keys, keys), len(prev_keys) - 1)
-        new = prev_keys[back] != keys
-    else:
-        new = np.ones(len(keys), dtype=bool)
-    added, added_w = keys[new], None if w is None else w[new]
-    reweighted = np.zeros(0, dtype=np.int64)
-    values = None
-    if w is not None:
-        stay = np.flatnonzero(kept)
-        now = w[at[stay]]
-        changed = prev_w[stay].view(np.uint32) != now.view(np.uint32)
-        reweighted, values = stay[changed], now[changed]
-    return removed, added, added_w, reweighted, values
 
 
 def _count_dtype(values: list[int]) -> np.dtype:
@@ -469,12 +353,7 @@ class StoreBuilder:
 
 
 def _write_positions(sink: Any, positions: np.ndarray, prev_n: int, as_mask: bool) -> None:
-    if as_mask:
-        bits = np.zeros(prev_n, dtype=bool)
-        bits[positions] = True
-        sink.write(np.packbits(bits, bitorder="little"))
-    else:
-        sink.write(positions)
+    sink.write(positions_to_mask(positions, prev_n) if as_mask else positions)
 
 
 class DeltaStore:
@@ -684,8 +563,7 @@ class DeltaStore:
 
     def _positions(self, name: str, t: int, as_mask: int, prev: int) -> np.ndarray:
         if as_mask:
-            bits = np.unpackbits(self._slice(f"{name}_mask", t), count=prev, bitorder="little")
-            return np.flatnonzero(bits)
+            return mask_to_positions(self._slice(f"{name}_mask", t), prev)
         return self._slice(name, t).astype(np.int64)
 
     def _check_t(self, t: int) -> int:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dyngnn.data.snapshots import Snapshots
-from dyngnn.data.store import Delta, DeltaStore, StoreBuilder, apply_delta, diff_snapshots
+from dyngnn.data.store import DeltaStore, StoreBuilder
 from dyngnn.errors import InputError
 
 STEPS = ["random", "empty", "turnover", "reweight", "same", "grow", "shrink"]
@@ -128,20 +128,6 @@ def test_encoder_picks_the_smaller_form():
     assert forced.is_keyframe(2) and not forced.is_keyframe(1)
 
 
-def test_apply_and_diff_are_inverse():
-    rng = np.random.default_rng(0)
-    prev = np.unique(rng.integers(0, 10_000, 3000))
-    cur = np.unique(np.concatenate([rng.choice(prev, 2500, replace=False), rng.integers(0, 10_000, 400)]))
-    pw = rng.random(len(prev)).astype(np.float32)
-    cw = rng.random(len(cur)).astype(np.float32)
-    removed, added, aw, rew, rv = diff_snapshots(prev, pw, cur, cw)
-    pairs = np.stack(np.divmod(added, 100), axis=1)
-    got_k, got_w = apply_delta(prev, pw, Delta(False, pairs, aw, removed, rew, rv, 0), 100)
-    np.testing.assert_array_equal(got_k, cur)
-    np.testing.assert_array_equal(got_w, cw)
-    assert set(prev[removed]) == set(prev) - set(cur)
-
-
 def test_node_data_static_and_per_snapshot(tmp_path):
     snaps = Snapshots(
         num_nodes=2,
@@ -184,15 +170,6 @@ def test_snapshot_arrays_are_read_only():
     with pytest.raises(ValueError, match="read-only"):
         w[0] = 5.0
     assert store.snapshot_keys(1)[0].tolist() == [1, 3]
-
-
-def test_parallel_search_matches_numpy():
-    from dyngnn.data.store import sorted_positions
-
-    rng = np.random.default_rng(0)
-    hay = np.unique(rng.integers(0, 1 << 40, 1 << 21))
-    needles = np.sort(rng.integers(0, 1 << 40, 1000))
-    np.testing.assert_array_equal(sorted_positions(hay, needles), np.searchsorted(hay, needles))
 
 
 @pytest.mark.parametrize("on_disk", [False, True])
