@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from dyngnn.data.delta import apply_change, apply_change_torch, keys_to_pairs, mask_to_positions_torch
+from dyngnn.data.format import full_edge_bytes
 from dyngnn.data.store import DeltaStore
 
 MODES = ("full", "delta", "resident")
@@ -136,7 +137,7 @@ class SnapshotStream:
         self._resident: list[DeviceRecord] | None = None
         self._side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._id_dtype = np.dtype(store.meta["id_dtype"])
-        self._full_per_edge = 2 * self._id_dtype.itemsize + (4 if store.weighted else 0)
+        self._full_per_edge = full_edge_bytes(self._id_dtype, store.weighted)
 
     def __len__(self) -> int:
         return self.t1 - self.t0

@@ -1,16 +1,13 @@
 """DeltaStore: a dynamic graph as keyframes plus per-snapshot edge deltas, on disk.
 
-Each snapshot is stored either whole (a *keyframe*: its sorted edges) or as a *delta*
-against the previous snapshot: edges added (sorted), edges removed and edges re-weighted
-(both as positions in the previous snapshot, or as a bitmask over it, whichever is
-smaller). The encoder takes whichever of keyframe and delta is smaller and forces a
-keyframe every ``keyframe_every`` snapshots so that random access stays cheap.
+Each snapshot is stored either whole (a *keyframe*) or as a *delta* against the previous
+snapshot; :mod:`dyngnn.data.format` says how (and which is chosen), :mod:`dyngnn.data.delta`
+how a delta is applied. :class:`StoreBuilder` writes a store one snapshot at a time,
+:class:`DeltaStore` reads one (memory-mapped) and rebuilds any snapshot from the nearest
+keyframe before it.
 
-On disk a store is one directory: ``manifest.json`` (format version, sizes, dtypes, a
-sha256 per array) and one memory-mappable ``.npy`` per array. All snapshots share each
-array; per-snapshot counts locate a snapshot's slice.
-
-Legend: ``E_t`` edges in snapshot t, ``A_t`` added, ``R_t`` removed, ``W_t`` re-weighted.
+Legend: ``N`` nodes, ``T`` snapshots, ``E_t`` edges in snapshot t, ``A_t`` added,
+``R_t`` removed, ``W_t`` re-weighted; keys ``int64`` ``src * N + dst``.
 """
 
 from __future__ import annotations
@@ -33,12 +30,38 @@ from dyngnn.data.delta import (
     positions_to_mask,
     sorted_positions,
 )
+from dyngnn.data.format import (
+    _GRAPH_ARRAYS,
+    COUNT_ARRAYS,
+    DEFAULT_KEYFRAME_EVERY,
+    FORMAT,
+    FORMAT_VERSION,
+    KEYFRAME,
+    RECORD_ARRAYS,
+    REMOVED_AS_MASK,
+    REWEIGHTED_AS_MASK,
+    WEIGHTED_ARRAYS,
+    Encoding,
+    Layout,
+    choose_encoding,
+    compact_counts,
+    full_snapshot_bytes,
+    id_dtype,
+    record_array_specs,
+    row_bytes,
+)
 from dyngnn.data.npyfile import AtomicDirectory, NpyWriter, data_sha256, open_array, write_array
 from dyngnn.data.snapshots import Snapshots, check_num_nodes, keys_to_edge_index
 from dyngnn.errors import InputError
 
 # importers of the store's former contents keep working
 __all__ = [
+    "DEFAULT_KEYFRAME_EVERY",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "KEYFRAME",
+    "REMOVED_AS_MASK",
+    "REWEIGHTED_AS_MASK",
     "Delta",
     "DeltaStore",
     "StoreBuilder",
@@ -50,52 +73,10 @@ __all__ = [
     "sorted_positions",
 ]
 
-FORMAT = "dyngnn-delta-store"
-FORMAT_VERSION = 1
-DEFAULT_KEYFRAME_EVERY = 64
-
-KEYFRAME = 1  # flag bits, one byte per snapshot
-REMOVED_AS_MASK = 2
-REWEIGHTED_AS_MASK = 4
-
-# (name, role) of every graph array; role "count" arrays have one entry per snapshot.
-_GRAPH_ARRAYS = (
-    "flags",
-    "n_pairs",
-    "n_removed",
-    "n_reweighted",
-    "pairs",
-    "weights",
-    "removed",
-    "removed_mask",
-    "reweighted",
-    "reweighted_mask",
-    "reweight_values",
-)
-
-
-def _count_dtype(values: list[int]) -> np.dtype:
-    top = max(values, default=0)
-    for dt in (np.uint8, np.uint16, np.uint32):
-        if top <= np.iinfo(dt).max:
-            return np.dtype(dt)
-    return np.dtype(np.uint64)
-
-
-def _compact_counts(name: str, values: list[int]) -> np.ndarray:
-    """Per-snapshot counts in the smallest dtype; empty when they hold no information.
-
-    An empty ``flags`` means "every snapshot is a keyframe", an empty count array means
-    "all zero", so a store of keyframes only is exactly as large as full snapshots.
-    """
-    if name == "flags":
-        return np.zeros(0, np.uint8) if all(v == KEYFRAME for v in values) else np.asarray(values, np.uint8)
-    if name != "n_pairs" and not any(values):
-        return np.zeros(0, np.uint8)
-    return np.asarray(values, dtype=_count_dtype(values))
-
 
 class _MemorySink:
+    """:class:`NpyWriter`'s interface for a store built in memory."""
+
     def __init__(self, dtype: np.dtype, row_shape: tuple[int, ...] = ()) -> None:
         self.dtype, self.row_shape, self.parts = np.dtype(dtype), row_shape, []
 
@@ -146,25 +127,18 @@ class StoreBuilder:
         self.keyframe_every = keyframe_every
         self._encode_every = keyframe_every  # what the encoder forces; 1 when re-encoding
         self.source = source or {}
-        self.id_dtype = np.dtype(np.int32 if num_nodes < 2**31 else np.int64)
-        self.pos_dtype = self.id_dtype  # positions are < E <= N^2; int32 covers what fits memory
+        self.id_dtype = id_dtype(num_nodes)
+        self.pos_dtype = self.id_dtype
         self._dir = None if path is None else AtomicDirectory(path, force)
-        self._sinks: dict[str, Any] = {}
-        for name, dtype, rows in (
-            ("pairs", self.id_dtype, (2,)),
-            ("weights", np.float32, ()),
-            ("removed", self.pos_dtype, ()),
-            ("removed_mask", np.uint8, ()),
-            ("reweighted", self.pos_dtype, ()),
-            ("reweighted_mask", np.uint8, ()),
-            ("reweight_values", np.float32, ()),
-        ):
-            if not weighted and name in ("weights", "reweighted", "reweighted_mask", "reweight_values"):
-                continue
-            self._sinks[name] = (
-                _MemorySink(dtype, rows) if self._dir is None else NpyWriter(self._dir.tmp / f"{name}.npy", dtype, rows)
-            )
-        self._counts: dict[str, list[int]] = {"flags": [], "n_pairs": [], "n_removed": [], "n_reweighted": []}
+        specs = record_array_specs(self.id_dtype, weighted)
+        self._row_bytes = {name: row_bytes(dtype, rows) for name, (dtype, rows) in specs.items()}
+        self._sinks: dict[str, _MemorySink | NpyWriter] = {
+            name: _MemorySink(dtype, rows)
+            if self._dir is None
+            else NpyWriter(self._dir.tmp / f"{name}.npy", dtype, rows)
+            for name, (dtype, rows) in specs.items()
+        }
+        self._counts: dict[str, list[int]] = {name: [] for name in COUNT_ARRAYS}
         self._node_data: dict[str, tuple[np.ndarray, bool]] = {}
         self._keys = np.zeros(0, dtype=np.int64)
         self._w: np.ndarray | None = np.zeros(0, dtype=np.float32) if weighted else None
@@ -222,35 +196,29 @@ class StoreBuilder:
         prev_n = len(self._keys)
         if max(prev_n, len(keys)) > np.iinfo(self.pos_dtype).max:
             raise InputError(f"snapshot {t} has {len(keys):,} edges: more than positions of {self.pos_dtype} can index")
-        pair_b = 2 * self.id_dtype.itemsize
-        wb = 4 if self.weighted else 0
-        mask_b = -(-prev_n // 8)
-        rm_mask = mask_b < len(removed) * self.pos_dtype.itemsize
-        rw_mask = mask_b < len(rew) * self.pos_dtype.itemsize
-        delta_bytes = (
-            len(added) * (pair_b + wb)
-            + (mask_b if rm_mask else len(removed) * self.pos_dtype.itemsize)
-            + (len(rew) * wb + (mask_b if rw_mask else len(rew) * self.pos_dtype.itemsize) if self.weighted else 0)
-        )
         forced = t == 0 or (self._encode_every > 0 and t % self._encode_every == 0)
+        enc = choose_encoding(len(keys), len(added), len(removed), len(rew), prev_n, self._row_bytes, forced)
         s = self._sinks
-        if forced or len(keys) * (pair_b + wb) <= delta_bytes:
-            flags, n_pairs, n_rm, n_rw = KEYFRAME, len(keys), 0, 0
+        if enc.keyframe:
+            counts = (enc.flags, len(keys), 0, 0)
             s["pairs"].write(keys_to_pairs(keys, self.num_nodes, self.id_dtype))
             if self.weighted:
                 s["weights"].write(w)
         else:
-            flags = (REMOVED_AS_MASK if rm_mask else 0) | (REWEIGHTED_AS_MASK if rw_mask else 0)
-            n_pairs, n_rm, n_rw = len(added), len(removed), len(rew)
+            counts = (enc.flags, len(added), len(removed), len(rew))
             s["pairs"].write(keys_to_pairs(added, self.num_nodes, self.id_dtype))
-            _write_positions(s["removed_mask"] if rm_mask else s["removed"], removed, prev_n, rm_mask)
+            self._write_positions(enc, "removed", removed, prev_n)
             if self.weighted:
                 s["weights"].write(added_w)
-                _write_positions(s["reweighted_mask"] if rw_mask else s["reweighted"], rew, prev_n, rw_mask)
+                self._write_positions(enc, "reweighted", rew, prev_n)
                 s["reweight_values"].write(rew_v)
-        for name, v in zip(self._counts, (flags, n_pairs, n_rm, n_rw), strict=True):
+        for name, v in zip(self._counts, counts, strict=True):
             self._counts[name].append(v)
         self._keys, self._w = keys, w
+
+    def _write_positions(self, enc: Encoding, name: str, positions: np.ndarray, prev_n: int) -> None:
+        as_mask = enc.as_mask(name)
+        self._sinks[enc.positions_array(name)].write(positions_to_mask(positions, prev_n) if as_mask else positions)
 
     def set_node_data(self, name: str, array: np.ndarray | None, per_snapshot: bool) -> None:
         """Store node features (``name="x"``) or targets (``"y"``) beside the graph.
@@ -288,7 +256,7 @@ class StoreBuilder:
             if tuple(arr.shape[: len(lead)]) != lead:
                 raise InputError(f"node data {name!r} has shape {tuple(arr.shape)}, expected leading dimensions {lead}")
             meta["node_data"][name] = "snapshot" if per else "static"
-        small = {n: _compact_counts(n, v) for n, v in self._counts.items()}
+        small = {n: compact_counts(n, v) for n, v in self._counts.items()}
         small["node_ids"] = self.node_ids
         small.update({n: a for n, (a, _) in self._node_data.items()})
         if self._dir is None:
@@ -352,10 +320,6 @@ class StoreBuilder:
             self.abort()
 
 
-def _write_positions(sink: Any, positions: np.ndarray, prev_n: int, as_mask: bool) -> None:
-    sink.write(positions_to_mask(positions, prev_n) if as_mask else positions)
-
-
 class DeltaStore:
     """A dynamic graph of T snapshots over N nodes, stored as keyframes plus deltas.
 
@@ -372,7 +336,8 @@ class DeltaStore:
         self.num_snapshots: int = int(meta["num_snapshots"])
         self.weighted: bool = bool(meta["weighted"])
         self.keyframe_every: int = int(meta["keyframe_every"])
-        self._index()
+        self._layout = self._index()
+        self.num_edges: np.ndarray = self._layout.num_edges  # int64 [T]
         self._cache: tuple[int, np.ndarray, np.ndarray | None] | None = None
 
     # -- building -------------------------------------------------------------
@@ -451,68 +416,33 @@ class DeltaStore:
         except (KeyError, TypeError) as e:
             raise InputError(f"{manifest}: malformed manifest (missing {e})") from None
 
-    def _index(self) -> None:
-        """Derive per-snapshot offsets from the counts and check they add up."""
+    def _index(self) -> Layout:
+        """Check the counts and arrays fit together; the layout they describe."""
         where = self.path or "store"
         t = self.num_snapshots
         a = self._a
-        for name in ("flags", "n_pairs", "n_removed", "n_reweighted", "node_ids", "pairs"):
+        for name in (*COUNT_ARRAYS, "node_ids", "pairs"):
             if name not in a:
                 raise InputError(f"{where}: array {name!r} is missing")
-        for name in ("flags", "n_pairs", "n_removed", "n_reweighted"):
+        for name in COUNT_ARRAYS:
             if a[name].shape != (t,) and (name == "n_pairs" or a[name].shape != (0,)):
                 raise InputError(f"{where}: array {name!r} has shape {a[name].shape}, expected ({t},)")
         if a["node_ids"].shape != (self.num_nodes,):
             raise InputError(f"{where}: node_ids has shape {a['node_ids'].shape}, expected ({self.num_nodes},)")
-        flags = np.asarray(a["flags"]) if len(a["flags"]) else np.full(t, KEYFRAME, np.uint8)
-        self._flags = flags
-        kf = (flags & KEYFRAME) != 0
-        if t == 0 or not kf[0]:
+        layout = Layout.from_counts(*(a[name] for name in COUNT_ARRAYS))
+        if t == 0 or not layout.keyframe[0]:
             raise InputError(f"{where}: snapshot 0 is not a keyframe")
-        n_pairs = np.asarray(a["n_pairs"], dtype=np.int64)
-        n_rm = (
-            np.where(kf, 0, np.asarray(a["n_removed"], dtype=np.int64))
-            if len(a["n_removed"])
-            else np.zeros(t, np.int64)
-        )
-        n_rw = (
-            np.where(kf, 0, np.asarray(a["n_reweighted"], dtype=np.int64))
-            if len(a["n_reweighted"])
-            else np.zeros(t, np.int64)
-        )
-        steps = np.arange(t)
-        last_kf = np.maximum.accumulate(np.where(kf, steps, 0))
-        change = np.cumsum(np.where(kf, 0, n_pairs - n_rm))
-        self.num_edges = n_pairs[last_kf] + change - change[last_kf]
-        prev = np.concatenate([[0], self.num_edges[:-1]])
-        mask_b = -(-prev // 8)
-
-        def ptr(counts: np.ndarray) -> np.ndarray:
-            return np.concatenate([[0], np.cumsum(counts)])
-
-        rm_mask = ~kf & ((flags & REMOVED_AS_MASK) != 0)
-        rw_mask = ~kf & ((flags & REWEIGHTED_AS_MASK) != 0)
-        self._ptr = {
-            "pairs": ptr(n_pairs),
-            "removed": ptr(np.where(rm_mask, 0, n_rm)),
-            "removed_mask": ptr(np.where(rm_mask, mask_b, 0)),
-            "reweighted": ptr(np.where(rw_mask, 0, n_rw)),
-            "reweighted_mask": ptr(np.where(rw_mask, mask_b, 0)),
-            "reweight_values": ptr(n_rw),
-        }
-        self._ptr["weights"] = self._ptr["pairs"]
-        self._n_rm, self._n_rw, self._prev = n_rm, n_rw, prev
-        self._last_kf = last_kf
-        names = ["pairs", "removed", "removed_mask"]
+        names = [n for n in RECORD_ARRAYS if n not in WEIGHTED_ARRAYS]
         if self.weighted:
-            names += ["weights", "reweighted", "reweighted_mask", "reweight_values"]
+            names += WEIGHTED_ARRAYS
         for name in names:
             if name not in a:
                 raise InputError(f"{where}: array {name!r} is missing")
-            if len(a[name]) != self._ptr[name][-1]:
+            if len(a[name]) != layout.offsets[name][-1]:
                 raise InputError(
-                    f"{where}: array {name!r} has {len(a[name])} entries, the counts say {self._ptr[name][-1]}"
+                    f"{where}: array {name!r} has {len(a[name])} entries, the counts say {layout.offsets[name][-1]}"
                 )
+        return layout
 
     # -- reading --------------------------------------------------------------
 
@@ -525,46 +455,45 @@ class DeltaStore:
         return self.num_snapshots
 
     def is_keyframe(self, t: int) -> bool:
-        return bool(self._flags[t] & KEYFRAME)
+        return bool(self._layout.keyframe[t])
+
+    def encoding(self, t: int) -> Encoding:
+        """How snapshot ``t`` is stored: whole, or a delta with its positions as positions
+        or as bitmasks (``dyngnn data inspect`` shows the first)."""
+        return self._layout.encoding(self._check_t(t))
 
     def keyframe_before(self, t: int) -> int:
         """The nearest keyframe at or before snapshot ``t``: where rebuilding t starts."""
-        return int(self._last_kf[self._check_t(t)])
+        return int(self._layout.last_keyframe[self._check_t(t)])
 
     def _slice(self, name: str, t: int) -> np.ndarray:
-        p = self._ptr[name]
-        return np.asarray(self._a[name][p[t] : p[t + 1]])
+        return np.asarray(self._a[name][self._layout.span(name, t)])
 
     def delta(self, t: int) -> Delta:
         """Decode stored snapshot ``t`` (a keyframe or a delta) without applying it."""
         t = self._check_t(t)
-        flags, prev = int(self._flags[t]), int(self._prev[t])
         pairs = self._slice("pairs", t)
         weights = self._slice("weights", t) if self.weighted else None
-        removed = self._positions("removed", t, flags & REMOVED_AS_MASK, prev)
+        removed = self._positions("removed", t)
         if self.weighted:
-            reweighted = self._positions("reweighted", t, flags & REWEIGHTED_AS_MASK, prev)
+            reweighted = self._positions("reweighted", t)
             values = self._slice("reweight_values", t)
         else:
             reweighted, values = np.zeros(0, dtype=np.int64), None
-        nbytes = sum(
-            self._slice(n, t).nbytes
-            for n in ("pairs", "weights", "removed", "removed_mask", "reweighted", "reweighted_mask", "reweight_values")
-            if n in self._a
-        ) + sum(self._a[n].dtype.itemsize for n in ("flags", "n_pairs", "n_removed", "n_reweighted") if len(self._a[n]))
-        return Delta(bool(flags & KEYFRAME), pairs, weights, removed, reweighted, values, nbytes)
+        nbytes = sum(self._slice(n, t).nbytes for n in RECORD_ARRAYS if n in self._a) + sum(
+            self._a[n].dtype.itemsize for n in COUNT_ARRAYS if len(self._a[n])
+        )
+        return Delta(self.is_keyframe(t), pairs, weights, removed, reweighted, values, nbytes)
 
     def encoded_positions(self, name: str, t: int) -> tuple[np.ndarray, bool]:
         """Removed (``name="removed"``) or re-weighted positions of delta t as stored:
         ``(int positions, False)`` or ``(uint8 little-endian bitmask over t-1, True)``."""
-        bit = REMOVED_AS_MASK if name == "removed" else REWEIGHTED_AS_MASK
-        as_mask = bool(self._flags[t] & bit)
-        return self._slice(f"{name}_mask" if as_mask else name, t), as_mask
+        enc = self._layout.encoding(t)
+        return self._slice(enc.positions_array(name), t), enc.as_mask(name)
 
-    def _positions(self, name: str, t: int, as_mask: int, prev: int) -> np.ndarray:
-        if as_mask:
-            return mask_to_positions(self._slice(f"{name}_mask", t), prev)
-        return self._slice(name, t).astype(np.int64)
+    def _positions(self, name: str, t: int) -> np.ndarray:
+        stored, as_mask = self.encoded_positions(name, t)
+        return mask_to_positions(stored, int(self._layout.prev[t])) if as_mask else stored.astype(np.int64)
 
     def _check_t(self, t: int) -> int:
         t = int(t)
@@ -660,26 +589,24 @@ class DeltaStore:
         Its pairs and weights plus one edge count per snapshot (the smallest unsigned
         dtype that holds the largest count), the least a whole-snapshot layout needs.
         """
-        per_edge = 2 * np.dtype(self.meta["id_dtype"]).itemsize + (4 if self.weighted else 0)
-        count = _count_dtype([int(self.num_edges.max())]).itemsize
-        return self.num_edges * per_edge + count
+        return full_snapshot_bytes(self.num_edges, np.dtype(self.meta["id_dtype"]), self.weighted)
 
     def stats(self, per_snapshot: bool = True) -> dict[str, Any]:
         """Sizes and encodings: what ``dyngnn data inspect`` prints."""
         graph = sum(self._a[n].nbytes for n in _GRAPH_ARRAYS if n in self._a)
-        index = sum(self._a[n].nbytes for n in _GRAPH_ARRAYS[:4])
+        index = sum(self._a[n].nbytes for n in COUNT_ARRAYS)
         per = []
         for t in range(self.num_snapshots if per_snapshot else 0):
             kf = self.is_keyframe(t)
-            n_pairs = int(self._ptr["pairs"][t + 1] - self._ptr["pairs"][t])
+            n_pairs = int(self._layout.n_pairs[t])
             per.append(
                 {
                     "t": t,
                     "edges": int(self.num_edges[t]),
                     "encoding": "keyframe" if kf else "delta",
                     "added": 0 if kf else n_pairs,
-                    "removed": int(self._n_rm[t]),
-                    "reweighted": int(self._n_rw[t]),
+                    "removed": int(self._layout.n_removed[t]),
+                    "reweighted": int(self._layout.n_reweighted[t]),
                 }
             )
         node_data = {
@@ -693,7 +620,7 @@ class DeltaStore:
             "num_snapshots": self.num_snapshots,
             "weighted": self.weighted,
             "keyframe_every": self.keyframe_every,
-            "keyframes": int(((self._flags & KEYFRAME) != 0).sum()),
+            "keyframes": int(self._layout.keyframe.sum()),
             "total_edges": int(self.num_edges.sum()),
             "stored_graph_bytes": int(graph),
             "index_bytes": int(index),

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dyngnn.data.store import DEFAULT_KEYFRAME_EVERY, DeltaStore, StoreBuilder
+from dyngnn.data.format import DEFAULT_KEYFRAME_EVERY
+from dyngnn.data.store import DeltaStore, StoreBuilder
 from dyngnn.errors import InputError
 
 _MAX_ROUNDS = 64

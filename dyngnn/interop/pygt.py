@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from dyngnn.data.format import DEFAULT_KEYFRAME_EVERY
 from dyngnn.data.snapshots import Snapshots, from_edge_lists
-from dyngnn.data.store import DEFAULT_KEYFRAME_EVERY, DeltaStore
+from dyngnn.data.store import DeltaStore
 from dyngnn.errors import InputError
 from dyngnn.interop.shim import import_pygt
 

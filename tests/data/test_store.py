@@ -10,6 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dyngnn.data.format import Encoding
 from dyngnn.data.snapshots import Snapshots
 from dyngnn.data.store import DeltaStore, StoreBuilder
 from dyngnn.errors import InputError
@@ -121,8 +122,8 @@ def test_encoder_picks_the_smaller_form():
     store = DeltaStore.from_snapshots(seq, keyframe_every=0)
     d1, d2, d3 = store.delta(1), store.delta(2), store.delta(3)
     assert not d1.keyframe and d1.removed.tolist() == list(range(5)) and len(d1.pairs) == 2
-    assert store._flags[1] == 0  # positions: 5 * 4 bytes < 5715 / 8 bytes of mask
-    assert not d2.keyframe and store._flags[2] & 2  # half removed: a bitmask is smaller
+    assert store.encoding(1) == Encoding(keyframe=False)  # positions: 5 * 4 bytes < 5715 / 8 bytes of mask
+    assert not d2.keyframe and store.encoding(2).removed_as_mask  # half removed: a bitmask is smaller
     assert d3.keyframe  # 3 edges whole beat removing 2858
     forced = DeltaStore.from_snapshots(seq, keyframe_every=2)
     assert forced.is_keyframe(2) and not forced.is_keyframe(1)
