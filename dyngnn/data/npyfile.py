@@ -73,6 +73,10 @@ class NpyWriter:
             "sha256": self._sha.hexdigest(),
         }
 
+    def abort(self) -> None:
+        """Close the file unfinished (the directory holding it is being dropped)."""
+        self._file.close()
+
 
 def write_array(path: Path, array: np.ndarray) -> dict:
     """Write a whole array; return its manifest entry."""

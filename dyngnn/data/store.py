@@ -88,6 +88,9 @@ class _MemorySink:
             return np.zeros((0, *self.row_shape), dtype=self.dtype)
         return np.concatenate(self.parts)
 
+    def abort(self) -> None:
+        self.parts = []
+
 
 class StoreBuilder:
     """Encodes snapshots one at a time into a store, in memory or streamed to disk.
@@ -103,6 +106,9 @@ class StoreBuilder:
         path: write to this directory (atomically, at :meth:`finish`); None: in memory.
         force: replace an existing ``path``.
         source: provenance recorded in the manifest (reader and its options).
+        keyframes_only: store every snapshot whole, whatever ``keyframe_every`` says (the
+            manifest still records it): what :meth:`finish` falls back to when deltas do
+            not pay for their index.
     """
 
     def __init__(
@@ -115,6 +121,7 @@ class StoreBuilder:
         path: Path | str | None = None,
         force: bool = False,
         source: dict[str, Any] | None = None,
+        keyframes_only: bool = False,
     ) -> None:
         check_num_nodes(num_nodes)
         if keyframe_every < 0:
@@ -125,7 +132,8 @@ class StoreBuilder:
             raise InputError(f"{len(self.node_ids)} node ids for {num_nodes} nodes")
         self.weighted = weighted
         self.keyframe_every = keyframe_every
-        self._encode_every = keyframe_every  # what the encoder forces; 1 when re-encoding
+        self.keyframes_only = keyframes_only
+        self._encode_every = 1 if keyframes_only else keyframe_every  # what the encoder forces
         self.source = source or {}
         self.id_dtype = id_dtype(num_nodes)
         self.pos_dtype = self.id_dtype
@@ -295,8 +303,8 @@ class StoreBuilder:
             path=None if self._dir is None else self._dir.path,
             force=self._dir is not None and self._dir.force,
             source=self.source,
+            keyframes_only=True,
         )
-        b._encode_every = 1
         with b:
             for t in range(store.num_snapshots):
                 b.add(*store.snapshot_keys(t))
@@ -307,8 +315,7 @@ class StoreBuilder:
     def abort(self) -> None:
         """Drop a store being written to disk (nothing is left behind)."""
         for s in self._sinks.values():
-            if isinstance(s, NpyWriter):
-                s._file.close()
+            s.abort()
         if self._dir is not None:
             self._dir.abort()
 
