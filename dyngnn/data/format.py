@@ -52,16 +52,21 @@ def id_dtype(num_nodes: int) -> np.dtype:
 
 def record_array_specs(ids: np.dtype, weighted: bool) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
     """``{name: (dtype, row shape)}`` of the record arrays a store holds, in manifest order."""
-    specs = {
-        "pairs": (ids, (2,)),
-        "weights": (np.dtype(np.float32), ()),
-        "removed": (ids, ()),
-        "removed_mask": (np.dtype(np.uint8), ()),
-        "reweighted": (ids, ()),
-        "reweighted_mask": (np.dtype(np.uint8), ()),
-        "reweight_values": (np.dtype(np.float32), ()),
+    f32, u8 = np.dtype(np.float32), np.dtype(np.uint8)
+    dtypes = {
+        "pairs": ids,
+        "weights": f32,
+        "removed": ids,
+        "removed_mask": u8,
+        "reweighted": ids,
+        "reweighted_mask": u8,
+        "reweight_values": f32,
     }
-    return {n: s for n, s in specs.items() if weighted or n not in WEIGHTED_ARRAYS}
+    return {
+        name: (dtypes[name], (2,) if name == "pairs" else ())
+        for name in RECORD_ARRAYS
+        if weighted or name not in WEIGHTED_ARRAYS
+    }
 
 
 def row_bytes(dtype: np.dtype, row_shape: tuple[int, ...]) -> int:

@@ -136,7 +136,7 @@ class StoreBuilder:
         self._encode_every = 1 if keyframes_only else keyframe_every  # what the encoder forces
         self.source = source or {}
         self.id_dtype = id_dtype(num_nodes)
-        self.pos_dtype = self.id_dtype
+        self.pos_dtype = self.id_dtype  # see format.id_dtype
         self._dir = None if path is None else AtomicDirectory(path, force)
         specs = record_array_specs(self.id_dtype, weighted)
         self._row_bytes = {name: row_bytes(dtype, rows) for name, (dtype, rows) in specs.items()}
