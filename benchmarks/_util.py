@@ -101,24 +101,21 @@ def default_horizon(num_snapshots: int) -> int:
     return Split.by_time(num_snapshots, task.val_fraction, task.test_fraction).horizon
 
 
-def link_training_args(store: Path, run_dir: Path, hidden: int, epochs: int) -> list[str]:
-    """``dyngnn train`` arguments of the multi-rank benchmarks: link prediction on ``store``,
-    at most 20,000 training and 2,000 evaluation positives per target snapshot."""
+def training_args(store: Path | str, run_dir: Path | str, *extra: str, hidden: int = 32, epochs: int = 4) -> list[str]:
+    """``dyngnn train`` arguments of a benchmark run: link prediction on ``store``, no
+    progress bars; ``extra`` settings come last, so they win over these."""
     return [
-        "--data.store",
-        str(store),
-        "--run.dir",
-        str(run_dir),
-        "--run.no-progress",
-        "--model.hidden",
-        str(hidden),
-        "--training.epochs",
-        str(epochs),
-        "--task.max_positives",
-        "20000",
-        "--task.eval_max_positives",
-        "2000",
+        *("--data.store", str(store), "--run.dir", str(run_dir), "--run.no-progress"),
+        *("--model.hidden", str(hidden), "--training.epochs", str(epochs)),
+        *(str(e) for e in extra),
     ]
+
+
+def link_training_args(store: Path, run_dir: Path, hidden: int, epochs: int) -> list[str]:
+    """The arguments of the multi-rank benchmarks: :func:`training_args` with at most
+    20,000 training and 2,000 evaluation positives per target snapshot."""
+    limits = ("--task.max_positives", "20000", "--task.eval_max_positives", "2000")
+    return training_args(store, run_dir, *limits, hidden=hidden, epochs=epochs)
 
 
 def torchrun(world: int, *args: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ On the stores of ``train_compare.py`` (``--data synthetic``: N=100k, E=1M, T=32,
 at most 10,000 positives per target snapshot), after one warm-up epoch, each stage of the
 training pass is timed alone, ``--reps`` times, and the best is printed:
 
-- streaming: deltas applied, normalisation, structural features (``Trainer._prepare``);
+- streaming: deltas applied, normalisation, structural features (``Inputs.prepare``);
 - GCN forward, up to the training horizon, over the active node-steps where idle ones
   are many (CSR matrices built here);
 - LSTM forward (dormant nodes sharing one trajectory, as in training); link scoring forward;
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _util import OUT_DIR, banner, write_json
+from _util import OUT_DIR, banner, training_args, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -52,12 +52,10 @@ def main() -> None:
             )
         else:
             DeltaStore.from_snapshots(load_snapshots("bitcoinalpha", window="7d")[0], path=store, keyframe_every=0)
-        args = ["--data.store", str(store), "--run.dir", str(Path(tmp) / "run"), "--run.no-progress"]
-        args += ["--model.hidden", "32", "--task.max_positives", "10000", *a.settings]
-        tr = Trainer(parse_cli(args))
+        tr = Trainer(parse_cli(training_args(store, Path(tmp) / "run", "--task.max_positives", "10000", *a.settings)))
         tr.train_epoch()
         tr.epoch += 1
-        net = tr.net.model
+        pipeline, net = tr.pipeline, tr.model
         times: dict[str, list[float]] = {}
 
         def timed(name, fn, *args):
@@ -67,16 +65,16 @@ def main() -> None:
             return out
 
         for _ in range(a.reps):
-            graphs, targets = timed("streaming, normalisation, features", tr._prepare)
+            graphs, targets = timed("streaming, normalisation, features", tr.inputs.prepare)
             graphs = graphs[: tr.split.horizon]
             net.train()
             tr.optimizer.zero_grad(set_to_none=True)
             # as the trainer's training pass in one process: the GCN's active rows, the
             # LSTM's groups, and the loss taking its rows from them
             z = timed("GCN forward", net.encode_snapshots, graphs, (0, tr.epoch), True, False)
-            arrival = tr.net.arrival(graphs) if net.shares_dormant else None
-            h = timed("LSTM forward", net.temporal, z, arrival, False)
-            total, _ = timed("link scoring forward", tr._task_loss, h, targets)
+            groups = pipeline.plan(graphs, len(graphs)) if net.shares_dormant else None
+            h = timed("LSTM forward", net.temporal, z, groups, False)
+            total, _ = timed("link scoring forward", tr.task.loss, h, tr.head, targets, tr.epoch, tr.block)
             timed("backward (scoring, LSTM, GCN)", total.backward)
             del z, h, total
             timed("optimizer step", tr.optimizer.step)

@@ -55,13 +55,14 @@ def matmul_rate(m: int, k: int, n: int, reps: int) -> float:
 
 def dormant_lstm(snaps, n: int, steps: int, h: int, reps: int) -> dict:
     """The model's LSTM stage (``GCNLSTM.temporal``) over every node, and with dormant
-    nodes sharing one trajectory, forward and backward, best of ``reps`` each; inputs as
+    nodes sharing one trajectory (as planned once per run), forward and backward, best of ``reps`` each; inputs as
     the GCN gives them (the dormant rows ``dormant_input()``, the others random)."""
     import numpy as np
     import torch
 
     from dyngnn.models import GCNLSTM
-    from dyngnn.models.gcn_lstm import NEVER, DormantGroups
+    from dyngnn.models.inputs import NEVER
+    from dyngnn.models.lstm import DormantGroups
 
     first = np.full(n, NEVER)
     for t in reversed(range(steps)):
@@ -83,7 +84,7 @@ def dormant_lstm(snaps, n: int, steps: int, h: int, reps: int) -> dict:
         "groups": len(plan.starts) if plan else 0,
         "node_steps_share": plan.node_steps / (n * steps) if plan else 1.0,
         "every_node_s": warm_best_seconds(lambda: fwd_bwd(None), reps),
-        "sharing_s": warm_best_seconds(lambda: fwd_bwd(arrival), reps),
+        "sharing_s": warm_best_seconds(lambda: fwd_bwd(plan), reps),
     }
 
 

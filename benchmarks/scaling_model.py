@@ -96,8 +96,8 @@ def measure_stages(args: list[str], reps: int) -> dict[str, float]:
 
     torch.set_num_threads(1)  # one core per rank, as the multi-rank runs have
     tr = Trainer(parse_cli(args))
-    graphs, targets = tr._prepare()
-    c_prep = best_seconds(tr._prepare, reps) / len(graphs)
+    graphs, targets = tr.inputs.prepare()
+    c_prep = best_seconds(tr.inputs.prepare, reps) / len(graphs)
     model, head, task = tr.model, tr.head, tr.task
     t, n = len(graphs), tr.store.num_nodes
 

@@ -46,9 +46,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._util import training_args  # noqa: E402
+
 
 def _log_degree(edge_index: torch.Tensor, n: int) -> torch.Tensor:
-    from dyngnn.models.gcn_lstm import structural_features
+    from dyngnn.models.inputs import structural_features
 
     return structural_features(edge_index, n, torch.float32)
 
@@ -56,8 +58,8 @@ def _log_degree(edge_index: torch.Tensor, n: int) -> torch.Tensor:
 def _pairs(keys: torch.Tensor, n: int, cap: int, seed: int, epoch: int, t: int):
     from dyngnn.tasks import LinkTask, Split
 
-    task = LinkTask(n, Split((0,), (0,), (0,)), seed, 1, 1, cap)
-    return task._pairs(keys, 1, seed, epoch, t, cap=cap)
+    task = LinkTask(n, Split((0,), (0,), (0,)), seed=seed, max_positives=cap)
+    return task.pairs(keys, 1, seed, epoch, t, cap=cap)
 
 
 def _bce(h_t: torch.Tensor, src, dst, neg) -> tuple[torch.Tensor, int]:
@@ -73,31 +75,12 @@ def run_dyngnn(store: str, args) -> dict:
     from dyngnn.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as run_dir:
-        cfg = parse_cli(
-            [
-                "--data.store",
-                store,
-                "--run.dir",
-                run_dir,
-                "--run.no-progress",
-                "--run.device",
-                args.device,
-                "--model.hidden",
-                str(args.hidden),
-                "--task.max_positives",
-                str(args.max_positives),
-                "--transfer.mode",
-                args.mode,
-                "--training.epochs",
-                str(args.epochs),
-                "--run.malloc",
-                args.malloc or "reuse",
-            ]
-        )
-        trainer = Trainer(cfg)
+        extra = ["--run.device", args.device, "--task.max_positives", str(args.max_positives)]
+        extra += ["--transfer.mode", args.mode, "--run.malloc", args.malloc or "reuse"]
+        trainer = Trainer(parse_cli(training_args(store, run_dir, *extra, hidden=args.hidden, epochs=args.epochs)))
         times, h2d = [], []
         for _ in range(args.epochs):
-            rec = trainer.train_epoch()
+            rec, _ = trainer.train_epoch()
             trainer.epoch += 1
             times.append(rec["train_seconds"])
             h2d.append(rec["h2d_bytes"])

@@ -69,9 +69,9 @@ def report(error: InputError) -> None:
     """The error as one line on stderr; one that every rank raises alike
     (:class:`SharedInputError`) from rank 0 only, so that a job reports it once."""
     if isinstance(error, SharedInputError):
-        from dyngnn.distributed import _launch_env
+        from dyngnn.distributed.launch import launch_env
 
-        if (_launch_env() or (0,))[0] != 0:
+        if (launch_env() or (0,))[0] != 0:
             return
     sys.stderr.write(f"dyngnn: error: {error}\n")
 

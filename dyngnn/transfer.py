@@ -30,6 +30,7 @@ import torch
 
 from dyngnn.data.delta import apply_change, apply_change_torch, keys_to_pairs, mask_to_positions_torch
 from dyngnn.data.format import full_edge_bytes
+from dyngnn.data.snapshots import key_ends
 from dyngnn.data.store import DeltaStore
 
 MODES = ("full", "delta", "resident")
@@ -57,7 +58,7 @@ class DeviceSnapshot:
     @property
     def edge_index(self) -> torch.Tensor:
         """``int64 [2, E]`` sorted by (src, dst)."""
-        return torch.stack([self.keys // self.num_nodes, self.keys % self.num_nodes])
+        return torch.stack(key_ends(self.keys, self.num_nodes))
 
 
 @dataclass

@@ -54,6 +54,22 @@ def leftovers():
     return find
 
 
+@pytest.fixture(scope="session")
+def train_args():
+    """``train_args(store, run_dir, *extra, hidden=8, epochs=3)``: ``dyngnn train``
+    arguments of a small, quiet run on ``store`` in ``run_dir``; ``extra`` settings come
+    last, so they win over these."""
+
+    def make(store, run_dir, *extra, hidden: int = 8, epochs: int = 3) -> list[str]:
+        return [
+            *("--data.store", str(store), "--run.dir", str(run_dir), "--run.no-progress"),
+            *("--model.hidden", str(hidden), "--training.epochs", str(epochs)),
+            *(str(e) for e in extra),
+        ]
+
+    return make
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

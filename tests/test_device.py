@@ -68,7 +68,7 @@ def test_stream_rebuilds_every_snapshot_on_the_device_with_the_cpu_byte_counts(d
 def test_model_forward_and_gradients_equal_the_cpu_path(device, monkeypatch):
     """The message-passing GCN and cuDNN's LSTM (accelerators) against the CSR products
     and the CPU LSTM, float64, with an embedding and two LSTM layers."""
-    from dyngnn.models import gcn_lstm
+    from dyngnn.models import gcn
 
     snaps, _ = weighted_store()
     n = snaps.num_nodes
@@ -86,14 +86,15 @@ def test_model_forward_and_gradients_equal_the_cpu_path(device, monkeypatch):
     dev = GCNLSTM(n, 2, hidden=6, lstm_layers=2, embedding_dim=3).double().to(device)
     dev.load_state_dict(cpu.state_dict())
     weights = torch.randn(snaps.num_snapshots, n, 6, dtype=torch.float64)
-    results = []
+    results, asked = [], []
     for model, on in ((cpu, torch.device("cpu")), (dev, device)):
         if model is dev:  # on the CPU too, the device side takes the accelerators' GCN path
-            monkeypatch.setattr(gcn_lstm, "uses_csr", lambda d: False)
+            monkeypatch.setattr(gcn, "uses_csr", lambda d: asked.append(d) or False)
         h = model(inputs(on), key=(0, 1))
         (h * weights.to(on)).sum().backward()
         results.append((h.detach().cpu(), [p.grad.cpu() for p in model.parameters()]))
     (h_cpu, g_cpu), (h_dev, g_dev) = results
+    assert asked  # the message path ran
     torch.testing.assert_close(h_dev, h_cpu, rtol=1e-10, atol=1e-12)
     for a, b in zip(g_dev, g_cpu, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
@@ -106,16 +107,22 @@ def tiny(tmp_path_factory):
     return path
 
 
-def train(store, run_dir, on, *extra):
-    args = ["--data.store", str(store), "--run.dir", str(run_dir), "--run.no-progress", "--run.device", str(on)]
-    args += ["--model.hidden", "8", "--training.epochs", "3", "--training.dtype", "float64", *extra]
-    trainer = Trainer(parse_cli(args))
-    trainer.fit()
-    lines = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    return trainer, lines
+@pytest.fixture
+def train(train_args):
+    """``train(store, run_dir, device, *extra)``: a finished float64 run, and its metrics lines."""
+
+    def run(store, run_dir, on, *extra):
+        trainer = Trainer(
+            parse_cli(train_args(store, run_dir, "--run.device", on, "--training.dtype", "float64", *extra))
+        )
+        trainer.fit()
+        lines = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+        return trainer, lines
+
+    return run
 
 
-def test_transfer_modes_train_to_the_same_numbers_on_the_device(device, tiny, tmp_path):
+def test_transfer_modes_train_to_the_same_numbers_on_the_device(train, device, tiny, tmp_path):
     """The three modes stream the same snapshots, so training gives the same numbers;
     bytes to the device are those counted on the CPU (delta), 0 after the first epoch
     (resident), or every snapshot whole (full)."""
@@ -143,7 +150,7 @@ def test_transfer_modes_train_to_the_same_numbers_on_the_device(device, tiny, tm
         assert all(r["peak_memory_bytes"] > 0 for r in lines[:-1])
 
 
-def test_resume_on_the_device_reaches_the_uninterrupted_weights(device, tiny, tmp_path):
+def test_resume_on_the_device_reaches_the_uninterrupted_weights(train, device, tiny, tmp_path):
     straight, _ = train(tiny, tmp_path / "a", device, "--training.epochs", "4", "--model.dropout", "0.3")
     train(tiny, tmp_path / "b", device, "--training.epochs", "2", "--model.dropout", "0.3")
     resumed, _ = train(tiny, tmp_path / "b", device, "--training.epochs", "4", "--model.dropout", "0.3", "--resume")

@@ -69,7 +69,7 @@ def test_all_to_all_forward_backward_and_bytes(ranks, world, horizon):
 
 
 def test_init_distributed_reads_the_launcher(monkeypatch):
-    from dyngnn.distributed import _launch_env, init_distributed
+    from dyngnn.distributed import init_distributed, launch_env
 
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
         monkeypatch.delenv(var, raising=False)
@@ -78,10 +78,10 @@ def test_init_distributed_reads_the_launcher(monkeypatch):
     monkeypatch.setenv("SLURM_PROCID", "2")
     monkeypatch.setenv("SLURM_NTASKS", "4")
     monkeypatch.setenv("SLURM_LOCALID", "0")
-    assert _launch_env() == (2, 4, 0)
+    assert launch_env() == (2, 4, 0)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert _launch_env() == (1, 2, 0)  # torchrun's variables win inside a SLURM job
+    assert launch_env() == (1, 2, 0)  # torchrun's variables win inside a SLURM job
     monkeypatch.setenv("RANK", "5")
     with pytest.raises(InputError, match="rank 5 of world size 2"):
         init_distributed("cpu")

@@ -15,6 +15,8 @@ from dyngnn.config import parse_cli
 from dyngnn.data.snapshots import Snapshots
 from dyngnn.data.store import DeltaStore
 from dyngnn.distributed import Layout, all_to_all_bytes, block_ranges
+from dyngnn.models.inputs import NEVER
+from dyngnn.models.lstm import DormantGroups
 from dyngnn.trainer import Trainer
 
 T, N = 13, 23  # divisible by none of the world sizes
@@ -37,32 +39,19 @@ def store(tmp_path_factory):
     return path
 
 
-def settings(store, run_dir, kind):
-    return [
-        "--data.store",
-        str(store),
-        "--run.dir",
-        str(run_dir),
-        "--run.no-progress",
-        "--task.kind",
-        kind,
-        "--model.hidden",
-        "6",
-        "--model.dropout",
-        "0.2",
-        "--training.epochs",
-        "3",
-        "--training.dtype",
-        "float64",
-        "--transfer.mode",
-        "delta",
-        "--task.negatives",
-        "2",
-    ]
+@pytest.fixture(scope="module")
+def settings(train_args):
+    """``settings(store, run_dir, kind)``: the runs every rank count is compared on, in float64."""
+
+    def make(store, run_dir, kind):
+        extra = ["--task.kind", kind, "--model.dropout", "0.2", "--training.dtype", "float64"]
+        return train_args(store, run_dir, *extra, "--transfer.mode", "delta", "--task.negatives", "2", hidden=6)
+
+    return make
 
 
 @pytest.fixture(scope="module")
-def single(store, tmp_path_factory):
+def single(settings, store, tmp_path_factory):
     runs = {}
     for kind in ("link", "node"):
         run_dir = tmp_path_factory.mktemp(f"single-{kind}")
@@ -73,7 +62,7 @@ def single(store, tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["link", "node"])
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
-def test_ranks_reproduce_single_process_training(ranks, runs, store, single, tmp_path, kind, world):
+def test_ranks_reproduce_single_process_training(settings, ranks, runs, store, single, tmp_path, kind, world):
     procs = ranks(world, ["-m", "dyngnn.train", *settings(store, tmp_path / "run", kind)])
     for p in procs:
         assert p.returncode == 0, "\n".join(q.stderr[-3000:] for q in procs)
@@ -99,7 +88,7 @@ def test_ranks_reproduce_single_process_training(ranks, runs, store, single, tmp
 
 @pytest.mark.parametrize("kind", ["link", "node"])
 def test_edge_balanced_blocks_and_checkpointed_gcn_reproduce_single_process_training(
-    ranks, runs, store, single, tmp_path, kind
+    settings, ranks, runs, store, single, tmp_path, kind
 ):
     """Other layouts and the recomputed GCN stage change no number: 3 ranks with blocks
     balanced by edges (the last one past the horizon) and activation checkpointing."""
@@ -114,7 +103,7 @@ def test_edge_balanced_blocks_and_checkpointed_gcn_reproduce_single_process_trai
     runs.assert_same_weights(tmp_path / "run", single[kind])
 
 
-def test_more_ranks_than_snapshots_is_refused_before_any_work(ranks, tmp_path):
+def test_more_ranks_than_snapshots_is_refused_before_any_work(settings, ranks, tmp_path):
     short = Snapshots(5, np.arange(5), [np.array([1, 2]), np.array([2, 3])])
     DeltaStore.from_snapshots(short, path=tmp_path / "s")
     procs = ranks(3, ["-m", "dyngnn.train", *settings(tmp_path / "s", tmp_path / "run", "link")])
@@ -134,7 +123,7 @@ def assert_once_per_job(procs, message):
             assert errors == [], p.stderr[-2000:]
 
 
-def test_ranks_with_different_configs_are_refused(ranks, store, tmp_path):
+def test_ranks_with_different_configs_are_refused(settings, ranks, store, tmp_path):
     procs = ranks(
         2, ["-m", "dyngnn.train", *settings(store, tmp_path / "run", "link")], extra={1: ["--model.hidden", "7"]}
     )
@@ -146,7 +135,7 @@ def test_ranks_with_different_configs_are_refused(ranks, store, tmp_path):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_resume_on_another_number_of_ranks(ranks, runs, store, single, tmp_path):
+def test_resume_on_another_number_of_ranks(settings, ranks, runs, store, single, tmp_path):
     run = tmp_path / "run"
     first = settings(store, run, "link")
     first[first.index("--training.epochs") + 1] = "2"
@@ -160,7 +149,7 @@ def test_resume_on_another_number_of_ranks(ranks, runs, store, single, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def long_run(tmp_path_factory):
+def long_run(settings, tmp_path_factory):
     """A store on which ten epochs take long enough to interrupt, and its single-process run."""
     tmp = tmp_path_factory.mktemp("long")
     rng = np.random.default_rng(7)
@@ -258,7 +247,7 @@ def test_a_stop_signal_to_one_rank_stops_every_rank_at_an_epoch_boundary(ranks, 
     runs.assert_same_weights(tmp_path / "run", single_dir)
 
 
-def test_a_bad_store_stops_every_rank(ranks, tmp_path):
+def test_a_bad_store_stops_every_rank(settings, ranks, tmp_path):
     procs = ranks(2, ["-m", "dyngnn.train", *settings(tmp_path / "missing", tmp_path / "run", "link")])
     assert_once_per_job(procs, f"{tmp_path / 'missing'}: no such store directory")
 
@@ -280,33 +269,39 @@ def arriving(tmp_path_factory):
     return path
 
 
-def no_dropout(store, run_dir):
-    args = settings(store, run_dir, "link")
-    args[args.index("--model.dropout") + 1] = "0"
-    return args
+@pytest.fixture(scope="module")
+def no_dropout(settings):
+    def make(store, run_dir):
+        args = settings(store, run_dir, "link")
+        args[args.index("--model.dropout") + 1] = "0"
+        return args
+
+    return make
 
 
 def test_shared_dormant_trajectories_give_the_numbers_of_every_node_run_on_any_ranks(
-    ranks, runs, arriving, tmp_path, monkeypatch
+    no_dropout, ranks, runs, arriving, tmp_path, monkeypatch
 ):
-    from dyngnn.models import gcn_lstm
-
     # every rank's nodes take the shared path, in the training pass (to the horizon) and in evaluation
     store = DeltaStore.open(arriving)
-    first = np.full(store.num_nodes, gcn_lstm.NEVER)
+    first = np.full(store.num_nodes, NEVER)
     for t in reversed(range(store.num_snapshots)):
         first[np.unique(store.snapshot(t)[0].numpy())] = t
     for world in (1, 3):
         for n0, n1 in block_ranges(store.num_nodes, world, "nodes"):
             for steps in (8, 12):
-                assert gcn_lstm.DormantGroups.plan(torch.as_tensor(first[n0:n1]), steps) is not None
+                assert DormantGroups.plan(torch.as_tensor(first[n0:n1]), steps) is not None
     shared = Trainer(parse_cli(no_dropout(arriving, tmp_path / "shared")))
     shared.fit()
-    h_shared = shared._states(shared._prepare()[0])
-    monkeypatch.setattr(gcn_lstm.DormantGroups, "WORTH", 0.0)  # no plan is worth it: every node runs
+    graphs, targets = shared.inputs.prepare()
+    h_shared = shared.evaluate(graphs, targets).states
+    assert shared.pipeline.plan(graphs, 12) is not None  # the plan the passes above took
+    monkeypatch.setattr(DormantGroups, "WORTH", 0.0)  # no plan is worth it: every node runs
     every = Trainer(parse_cli(no_dropout(arriving, tmp_path / "every")))
     every.fit()
-    torch.testing.assert_close(h_shared, every._states(every._prepare()[0]), rtol=1e-9, atol=1e-12)
+    graphs, targets = every.inputs.prepare()
+    assert every.pipeline.plan(graphs, 12) is None
+    torch.testing.assert_close(h_shared, every.evaluate(graphs, targets).states, rtol=1e-9, atol=1e-12)
     procs = ranks(3, ["-m", "dyngnn.train", *no_dropout(arriving, tmp_path / "ranks")])
     assert all(p.returncode == 0 for p in procs), "\n".join(p.stderr[-3000:] for p in procs)
     ref = runs.metrics(tmp_path / "every")
@@ -320,7 +315,7 @@ def test_shared_dormant_trajectories_give_the_numbers_of_every_node_run_on_any_r
             np.testing.assert_allclose(ours[-1]["test"][key], value, rtol=1e-6, err_msg=f"{run}: {key}")
 
 
-def test_a_rank_whose_nodes_all_stay_dormant_trains_with_the_others(ranks, runs, tmp_path):
+def test_a_rank_whose_nodes_all_stay_dormant_trains_with_the_others(no_dropout, ranks, runs, tmp_path):
     """Nodes 20-39 (rank 1's block of 2) get their first edges in the test period: that
     rank's LSTM takes no input, yet its all-to-all backward runs with the others'."""
     rng = np.random.default_rng(3)
@@ -339,7 +334,7 @@ def test_a_rank_whose_nodes_all_stay_dormant_trains_with_the_others(ranks, runs,
 
 
 @pytest.mark.parametrize("entry", [["dyngnn.train"], ["dyngnn.cli", "train"]])
-def test_a_check_only_rank_0_makes_stops_every_rank_with_one_line(ranks, store, tmp_path, entry):
+def test_a_check_only_rank_0_makes_stops_every_rank_with_one_line(settings, ranks, store, tmp_path, entry):
     (tmp_path / "file").write_text("x")
     procs = ranks(2, ["-m", *entry, *settings(store, tmp_path / "file" / "run", "link")])
     assert_once_per_job(procs, f"run.dir {tmp_path / 'file' / 'run'}: cannot create it")

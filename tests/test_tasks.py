@@ -58,9 +58,9 @@ def test_persistence_reference_and_keyed_negatives():
     # every positive of t=4 is an edge of t=3: persistence scores them all 1
     ref = task.reference(targets, (3,))
     assert ref["auc"] > 0.5 and ref["mrr"] > 0.5
-    _, _, a = task._pairs(targets[4], 3, 0, 1, 3)
-    _, _, b = task._pairs(targets[4], 3, 0, 1, 3)
-    _, _, c = task._pairs(targets[4], 3, 0, 2, 3)
+    _, _, a = task.pairs(targets[4], 3, 0, 1, 3)
+    _, _, b = task.pairs(targets[4], 3, 0, 1, 3)
+    _, _, c = task.pairs(targets[4], 3, 0, 2, 3)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -74,10 +74,10 @@ def test_eval_cap_samples_a_fixed_subset():
         seen.append(u.shape)
         return torch.zeros(u.shape, dtype=torch.float64)
 
-    task._scores((1,), keys, score)
+    task.scores((1,), keys, score)
     assert seen == [torch.Size([100]), torch.Size([100, 2])]
-    a = task._pairs(keys[2], 2, 0, 7, 1, cap=100)
-    b = task._pairs(keys[2], 2, 0, 7, 1, cap=100)
+    a = task.pairs(keys[2], 2, 0, 7, 1, cap=100)
+    b = task.pairs(keys[2], 2, 0, 7, 1, cap=100)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 

@@ -37,21 +37,6 @@ def tiny(tmp_path_factory):
     return path
 
 
-def small(store, run_dir, *extra):
-    return [
-        "--data.store",
-        str(store),
-        "--run.dir",
-        str(run_dir),
-        "--run.no-progress",
-        "--model.hidden",
-        "8",
-        "--training.epochs",
-        "3",
-        *extra,
-    ]
-
-
 def read_metrics(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
@@ -72,10 +57,10 @@ def test_cli_defaults_run_end_to_end(cli, tiny, tmp_path):
     assert "epoch 1/2: loss" in r.err and "epoch 2/2: loss" in r.err  # no bar on a pipe: a line per epoch
 
 
-def test_transfer_modes_give_identical_losses(tiny, tmp_path):
+def test_transfer_modes_give_identical_losses(train_args, tiny, tmp_path):
     runs = {}
     for mode in ("full", "delta", "resident"):
-        Trainer(parse_cli(small(tiny, tmp_path / mode, "--transfer.mode", mode))).fit()
+        Trainer(parse_cli(train_args(tiny, tmp_path / mode, "--transfer.mode", mode))).fit()
         runs[mode] = read_metrics(tmp_path / mode)
     losses = {m: [r["train_loss"] for r in lines[:-1]] for m, lines in runs.items()}
     assert losses["full"] == losses["delta"] == losses["resident"]
@@ -86,12 +71,12 @@ def test_transfer_modes_give_identical_losses(tiny, tmp_path):
     assert runs["resident"][0]["h2d_bytes"] > 0 and [r["h2d_bytes"] for r in runs["resident"][1:-1]] == [0, 0]
 
 
-def test_resume_reaches_the_same_weights(tiny, tmp_path):
-    straight = Trainer(parse_cli(small(tiny, tmp_path / "a", "--training.epochs", "4", "--model.dropout", "0.3")))
+def test_resume_reaches_the_same_weights(train_args, tiny, tmp_path):
+    straight = Trainer(parse_cli(train_args(tiny, tmp_path / "a", "--training.epochs", "4", "--model.dropout", "0.3")))
     straight.fit()
-    Trainer(parse_cli(small(tiny, tmp_path / "b", "--training.epochs", "2", "--model.dropout", "0.3"))).fit()
+    Trainer(parse_cli(train_args(tiny, tmp_path / "b", "--training.epochs", "2", "--model.dropout", "0.3"))).fit()
     resumed = Trainer(
-        parse_cli(small(tiny, tmp_path / "b", "--training.epochs", "4", "--model.dropout", "0.3", "--resume"))
+        parse_cli(train_args(tiny, tmp_path / "b", "--training.epochs", "4", "--model.dropout", "0.3", "--resume"))
     )
     resumed.fit()
     for p, q in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
@@ -101,12 +86,12 @@ def test_resume_reaches_the_same_weights(tiny, tmp_path):
     assert a[-1]["test"] == b[-1]["test"]
 
 
-def test_node_regression_on_targets(tmp_path):
+def test_node_regression_on_targets(train_args, tmp_path):
     rng = np.random.default_rng(0)
     keys = [np.unique(rng.integers(0, 25, 8)) for _ in range(10)]
     y = np.cumsum(rng.random((10, 5)), axis=0)
     DeltaStore.from_snapshots(Snapshots(5, np.arange(5), keys, y=y, y_per_snapshot=True), path=tmp_path / "y")
-    final = Trainer(parse_cli(small(tmp_path / "y", tmp_path / "run", "--task.kind", "node"))).fit()
+    final = Trainer(parse_cli(train_args(tmp_path / "y", tmp_path / "run", "--task.kind", "node"))).fit()
     assert set(final["test"]) == {"mse", "mae"} and set(final["reference"]) == {"mse", "mae"}
     truth, last = y[8:], y[7:9]  # test transitions: the last one (t=8 -> 9)
     assert final["reference"]["mse"] == pytest.approx(float(((truth[1:] - last[1:]) ** 2).mean()))
@@ -142,23 +127,23 @@ def test_bad_settings_are_one_line(cli, tmp_path, args, expect):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_run_dir_that_cannot_be_a_directory_is_one_line(cli, tiny, tmp_path):
+def test_a_run_dir_that_cannot_be_a_directory_is_one_line(train_args, cli, tiny, tmp_path):
     (tmp_path / "file").write_text("x")
-    r = cli("train", *small(tiny, tmp_path / "file"))
+    r = cli("train", *train_args(tiny, tmp_path / "file"))
     assert r.code == 2 and r.error_lines == [
         f"dyngnn: error: run.dir {tmp_path / 'file'}: exists and is not a directory"
     ]
-    r = cli("train", *small(tiny, tmp_path / "file" / "run"))
+    r = cli("train", *train_args(tiny, tmp_path / "file" / "run"))
     assert r.code == 2 and len(r.error_lines) == 1 and "cannot create it" in r.err, r.err
     assert (tmp_path / "file").read_text() == "x"
 
 
-def test_resume_takes_the_runs_own_settings_and_a_refused_resume_writes_nothing(cli, runs, tiny, tmp_path):
+def test_resume_takes_the_runs_own_settings_and_a_refused_resume_writes_nothing(train_args, cli, runs, tiny, tmp_path):
     run = tmp_path / "run"
     straight = tmp_path / "straight"
     settings = ["--task.max_positives", "20", "--model.gcn_layers", "1"]
-    assert cli("train", *small(tiny, straight, *settings)).code == 0
-    assert cli("train", *small(tiny, run, *settings, "--training.epochs", "2")).code == 0
+    assert cli("train", *train_args(tiny, straight, *settings)).code == 0
+    assert cli("train", *train_args(tiny, run, *settings, "--training.epochs", "2")).code == 0
     before = {f: (run / f).read_bytes() for f in ("config.json", "metrics.jsonl")}
     r = cli("train", "--run.dir", run, "--resume", "--model.hidden", "9", "--training.epochs", "3")
     assert r.code == 2 and "model.hidden 8 (checkpoint) vs 9 (now)" in r.err, r.err
@@ -172,8 +157,8 @@ def test_resume_takes_the_runs_own_settings_and_a_refused_resume_writes_nothing(
     runs.assert_same_weights(run, straight)
 
 
-def test_weights_that_stop_being_finite_stop_the_run_before_a_checkpoint(tiny, tmp_path, monkeypatch):
-    trainer = Trainer(parse_cli(small(tiny, tmp_path / "run", "--training.epochs", "4")))
+def test_weights_that_stop_being_finite_stop_the_run_before_a_checkpoint(train_args, tiny, tmp_path, monkeypatch):
+    trainer = Trainer(parse_cli(train_args(tiny, tmp_path / "run", "--training.epochs", "4")))
     step, calls = trainer.optimizer.step, []
 
     def poisoned(*args, **kwargs):
@@ -192,14 +177,14 @@ def test_weights_that_stop_being_finite_stop_the_run_before_a_checkpoint(tiny, t
     ]
 
 
-def test_malloc_settings_keep_the_numbers(tiny, tmp_path):
+def test_malloc_settings_keep_the_numbers(train_args, tiny, tmp_path):
     """The allocator setting changes where memory comes from, never the results."""
     import subprocess
     import sys
 
     settings = ("reuse", "glibc", "mmap:4")
     for i, setting in enumerate(settings):
-        args = small(tiny, tmp_path / str(i), "--run.malloc", setting)
+        args = train_args(tiny, tmp_path / str(i), "--run.malloc", setting)
         done = subprocess.run([sys.executable, "-m", "dyngnn.train", *args], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
     losses = [[r["train_loss"] for r in read_metrics(tmp_path / str(i)) if "train_loss" in r] for i in range(3)]
@@ -269,21 +254,21 @@ def test_bad_toml_config(cli, tmp_path):
     assert r.code == 2 and f"{tmp_path}: is a directory; --config expects a TOML file" in r.err
 
 
-def test_node_task_needs_targets(cli, tiny, tmp_path):
-    r = cli("train", *small(tiny, tmp_path / "run", "--task.kind", "node"))
+def test_node_task_needs_targets(train_args, cli, tiny, tmp_path):
+    r = cli("train", *train_args(tiny, tmp_path / "run", "--task.kind", "node"))
     assert r.code == 2 and "needs per-snapshot node targets" in r.err and str(tiny) in r.err
 
 
-def test_resume_refuses_an_incompatible_checkpoint(cli, tiny, tmp_path):
-    assert cli("train", *small(tiny, tmp_path / "run", "--training.epochs", "1")).code == 0
-    r = cli("train", *small(tiny, tmp_path / "run", "--model.hidden", "16", "--resume"))
+def test_resume_refuses_an_incompatible_checkpoint(train_args, cli, tiny, tmp_path):
+    assert cli("train", *train_args(tiny, tmp_path / "run", "--training.epochs", "1")).code == 0
+    r = cli("train", *train_args(tiny, tmp_path / "run", "--model.hidden", "16", "--resume"))
     assert r.code == 2 and "incompatible" in r.err and "model.hidden 8 (checkpoint) vs 16 (now)" in r.err
-    r = cli("train", *small(tiny, tmp_path / "run"))
+    r = cli("train", *train_args(tiny, tmp_path / "run"))
     assert r.code == 2 and "already holds a run" in r.err
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cli, tiny, tmp_path):
-    r = cli("train", *small(tiny, tmp_path / "run", "--training.lr", "1e30", "--training.epochs", "6"))
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train_args, cli, tiny, tmp_path):
+    r = cli("train", *train_args(tiny, tmp_path / "run", "--training.lr", "1e30", "--training.epochs", "6"))
     assert r.code == 2 and "not finite" in r.err and "last good checkpoint is" in r.err, r.err
     ckpts = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.pt"))
     assert ckpts and all(torch.isfinite(v).all() for v in torch.load(ckpts[-1], weights_only=False)["model"].values())
@@ -299,15 +284,15 @@ def test_shipped_configs_parse_and_the_defaults_file_matches(tmp_path):
     assert written_out.to_dict() | {"run": None} == Config().to_dict() | {"run": None}
 
 
-def test_max_positives_caps_the_training_pairs(tiny, tmp_path):
-    trainer = Trainer(parse_cli(small(tiny, tmp_path / "run", "--task.max_positives", "5")))
-    graphs, targets = trainer._prepare()
+def test_max_positives_caps_the_training_pairs(train_args, tiny, tmp_path):
+    trainer = Trainer(parse_cli(train_args(tiny, tmp_path / "run", "--task.max_positives", "5")))
+    graphs, targets = trainer.inputs.prepare()
     h = trainer.model(graphs)
     _, count = trainer.task.loss(h, trainer.head, targets, epoch=0)
     assert count == 2 * 5 * len(trainer.split.train)
 
 
-def test_tensorboard_logging_writes_every_metric(tiny, tmp_path, monkeypatch):
+def test_tensorboard_logging_writes_every_metric(train_args, tiny, tmp_path, monkeypatch):
     import sys
     import types
 
@@ -329,19 +314,19 @@ def test_tensorboard_logging_writes_every_metric(tiny, tmp_path, monkeypatch):
     fake = types.ModuleType("torch.utils.tensorboard")
     fake.SummaryWriter = Writer
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
-    Trainer(parse_cli(small(tiny, tmp_path / "run", "--run.tensorboard", "--training.epochs", "2"))).fit()
+    Trainer(parse_cli(train_args(tiny, tmp_path / "run", "--run.tensorboard", "--training.epochs", "2"))).fit()
     assert written[0] == ("dir", str(tmp_path / "run" / "tb")) and written[-1] == ("closed", None)
     assert {("train_loss", 1), ("val/auc", 2), ("h2d_bytes", 2), ("test/mrr", 2), ("reference/auc", 2)} <= set(written)
 
 
-def test_tensorboard_without_the_package_is_a_clear_error(cli, tiny, tmp_path):
+def test_tensorboard_without_the_package_is_a_clear_error(train_args, cli, tiny, tmp_path):
     try:
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
         pass
     else:
         pytest.skip("the tensorboard package is installed here, so its absence cannot be tested")
-    r = cli("train", *small(tiny, tmp_path / "run", "--run.tensorboard"))
+    r = cli("train", *train_args(tiny, tmp_path / "run", "--run.tensorboard"))
     assert r.code == 2 and "needs the tensorboard package" in r.err
 
 
@@ -353,12 +338,12 @@ def test_configuration_reference_is_current():
     assert "| `stop_signal` |" in reference_markdown()  # the table lists every key
 
 
-def test_float64_with_stored_features_counts_their_bytes_once(tmp_path):
+def test_float64_with_stored_features_counts_their_bytes_once(train_args, tmp_path):
     rng = np.random.default_rng(0)
     keys = [np.unique(rng.integers(0, 36, 10)) for _ in range(8)]
     x = rng.random((8, 6, 3)).astype(np.float32)
     DeltaStore.from_snapshots(Snapshots(6, np.arange(6), keys, x=x, x_per_snapshot=True), path=tmp_path / "s")
-    trainer = Trainer(parse_cli(small(tmp_path / "s", tmp_path / "run", "--training.dtype", "float64")))
+    trainer = Trainer(parse_cli(train_args(tmp_path / "s", tmp_path / "run", "--training.dtype", "float64")))
     trainer.fit()
     assert all(p.dtype == torch.float64 for p in trainer.model.parameters())
     assert trainer.model.convs[0].in_channels == 2 + 3
@@ -368,13 +353,13 @@ def test_float64_with_stored_features_counts_their_bytes_once(tmp_path):
     assert lines[0]["h2d_bytes"] - lines[1]["h2d_bytes"] >= x.nbytes
 
 
-def test_node_classification_on_class_targets(tmp_path, cli):
+def test_node_classification_on_class_targets(train_args, tmp_path, cli):
     rng = np.random.default_rng(1)
     keys = [np.unique(rng.integers(0, 36, 10)) for _ in range(12)]
     y = rng.integers(0, 3, (12, 6))
     DeltaStore.from_snapshots(Snapshots(6, np.arange(6), keys, y=y, y_per_snapshot=True), path=tmp_path / "s")
     trainer = Trainer(
-        parse_cli(small(tmp_path / "s", tmp_path / "run", "--task.kind", "node", "--task.targets", "classes"))
+        parse_cli(train_args(tmp_path / "s", tmp_path / "run", "--task.kind", "node", "--task.targets", "classes"))
     )
     final = trainer.fit()
     assert set(final["test"]) == {"accuracy", "macro_f1"} and 0 <= final["test"]["accuracy"] <= 1
@@ -383,12 +368,12 @@ def test_node_classification_on_class_targets(tmp_path, cli):
     assert final["reference"]["accuracy"] == pytest.approx(expected)
     floats = Snapshots(6, np.arange(6), keys, y=y + 0.5, y_per_snapshot=True)
     DeltaStore.from_snapshots(floats, path=tmp_path / "f")
-    r = cli("train", *small(tmp_path / "f", tmp_path / "run2", "--task.kind", "node", "--task.targets", "classes"))
+    r = cli("train", *train_args(tmp_path / "f", tmp_path / "run2", "--task.kind", "node", "--task.targets", "classes"))
     assert r.code == 2 and "needs integer targets" in r.err and str(tmp_path / "f") in r.err
 
 
 @pytest.mark.parametrize("kind", ["link", "node"])
-def test_training_pass_stops_at_the_horizon_with_the_same_loss_and_gradients(tiny, tmp_path, kind):
+def test_training_pass_stops_at_the_horizon_with_the_same_loss_and_gradients(train_args, tiny, tmp_path, kind):
     """The training pass computes states up to the last train transition only; the loss
     and every gradient equal those of the pass over the whole sequence."""
     store = tiny
@@ -398,30 +383,32 @@ def test_training_pass_stops_at_the_horizon_with_the_same_loss_and_gradients(tin
         y = np.cumsum(rng.random((12, 7)), axis=0)
         store = tmp_path / "y"
         DeltaStore.from_snapshots(Snapshots(7, np.arange(7), keys, y=y, y_per_snapshot=True), path=store)
-    args = small(store, tmp_path / "run", "--task.kind", kind, "--training.dtype", "float64", "--model.dropout", "0.3")
+    args = train_args(
+        store, tmp_path / "run", "--task.kind", kind, "--training.dtype", "float64", "--model.dropout", "0.3"
+    )
     trainer = Trainer(parse_cli(args))
-    graphs, targets = trainer._prepare()
+    graphs, targets = trainer.inputs.prepare()
     horizon = trainer.split.horizon
     assert horizon < len(graphs) - 2  # validation and test snapshots lie past it
-    trainer.net.train()
+    pipeline = trainer.pipeline.train()
     results = []
     for h_end in (None, horizon):
-        trainer.net.zero_grad(set_to_none=True)
-        h = trainer.net(graphs, (0, 1), h_end)
+        pipeline.zero_grad(set_to_none=True)
+        h = pipeline(graphs, (0, 1), h_end)
         assert h.shape[0] == (len(graphs) if h_end is None else horizon)
-        total, count = trainer._task_loss(h, targets)
+        total, count = trainer.task.loss(h, trainer.head, targets, 0, trainer.block)
         total.backward()
-        results.append((float(total), count, [p.grad.clone() for p in trainer.net.parameters()]))
+        results.append((float(total), count, [p.grad.clone() for p in pipeline.parameters()]))
     (full, n_full, g_full), (cut, n_cut, g_cut) = results
     assert n_full == n_cut and cut == pytest.approx(full, rel=1e-13)
     for a, b in zip(g_full, g_cut, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-13)
 
 
-def test_metrics_lines_are_strict_json_with_null_for_metrics_without_a_value(tiny, tmp_path):
-    trainer = Trainer(parse_cli(small(tiny, tmp_path / "run")))
-    trainer.run_dir.mkdir()
-    trainer._write_metrics({"epoch": 1, "train_loss": 0.5, "val": {"auc": float("nan"), "mrr": 0.25}})
+def test_metrics_lines_are_strict_json_with_null_for_metrics_without_a_value(train_args, tiny, tmp_path):
+    trainer = Trainer(parse_cli(train_args(tiny, tmp_path / "run")))
+    trainer.run_dir.start(trainer.cfg.to_dict(), epoch=None)
+    trainer.run_dir.write({"epoch": 1, "train_loss": 0.5, "val": {"auc": float("nan"), "mrr": 0.25}})
 
     def refuse(constant):
         raise ValueError(f"not strict JSON: {constant}")
@@ -430,8 +417,8 @@ def test_metrics_lines_are_strict_json_with_null_for_metrics_without_a_value(tin
     assert json.loads(line, parse_constant=refuse) == {"epoch": 1, "train_loss": 0.5, "val": {"auc": None, "mrr": 0.25}}
 
 
-def test_an_interrupted_checkpoint_write_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
-    trainer = Trainer(parse_cli(small(tiny, tmp_path / "run", "--training.epochs", "2")))
+def test_an_interrupted_checkpoint_write_leaves_no_partial_file(train_args, tiny, tmp_path, monkeypatch):
+    trainer = Trainer(parse_cli(train_args(tiny, tmp_path / "run", "--training.epochs", "2")))
     save = torch.save
 
     def interrupted(state, path):

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dyngnn.data.snapshots import edge_keys, key_ends
+
 if TYPE_CHECKING:
     import torch
 
@@ -50,15 +52,14 @@ class Delta:
 def pairs_to_keys(pairs: np.ndarray, num_nodes: int) -> np.ndarray:
     """``[M, 2]`` (src, dst) -> ``int64 [M]`` keys ``src * N + dst``."""
     pairs = np.asarray(pairs)
-    return pairs[:, 0].astype(np.int64) * num_nodes + pairs[:, 1]
+    return edge_keys(pairs[:, 0].astype(np.int64), pairs[:, 1], num_nodes)
 
 
 def keys_to_pairs(keys: np.ndarray, num_nodes: int, dtype: np.dtype) -> np.ndarray:
     """``int64 [M]`` keys -> ``[M, 2]`` (src, dst) in ``dtype``."""
     out = np.empty((len(keys), 2), dtype=dtype)
     if len(keys):
-        src, dst = np.divmod(keys, num_nodes)
-        out[:, 0], out[:, 1] = src, dst
+        out[:, 0], out[:, 1] = key_ends(keys, num_nodes)
     return out
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -81,18 +82,28 @@ def check_num_nodes(n: int) -> None:
         raise InputError(f"{n} nodes: dyngnn supports 0..{MAX_NODES} nodes")
 
 
+def edge_keys(src: Any, dst: Any, num_nodes: int) -> Any:
+    """Keys ``src * N + dst`` of edges (int64 numpy arrays or tensors): the one place an
+    edge becomes a key. Sorting keys sorts edges by ``(src, dst)``."""
+    return src * num_nodes + dst
+
+
+def key_ends(keys: Any, num_nodes: int) -> tuple[Any, Any]:
+    """``(src, dst)`` of keys ``src * N + dst`` (numpy arrays or tensors)."""
+    return keys // num_nodes, keys % num_nodes
+
+
 def keys_to_edge_index(keys: np.ndarray, num_nodes: int) -> np.ndarray:
     """``int64 [E]`` keys -> ``int64 [2, E]`` (src, dst)."""
     if num_nodes == 0:
         return np.zeros((2, 0), dtype=np.int64)
-    src, dst = np.divmod(keys, num_nodes)
-    return np.stack([src, dst])
+    return np.stack(key_ends(keys, num_nodes))
 
 
 def edge_index_to_keys(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
     """``[2, E]`` (src, dst) -> ``int64 [E]`` keys, in the input order (not deduplicated)."""
     ei = np.asarray(edge_index, dtype=np.int64)
-    return ei[0] * num_nodes + ei[1]
+    return edge_keys(ei[0], ei[1], num_nodes)
 
 
 def merge_events(

@@ -7,7 +7,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dyngnn.models import GCNLSTM, GraphInput, normalize, structural_features
+from dyngnn.models import GCNLSTM, GraphInput, gcn, normalize, structural_features
+from dyngnn.models import lstm as lstm_stage
+from dyngnn.models.inputs import NEVER, Adjacency, active_mask, first_activity
+from dyngnn.models.lstm import DormantGroups, lstm_by_steps
+from dyngnn.models.steps import ActiveSteps, GroupedSteps, take_rows
 
 # 4 nodes, 3 snapshots: (src, dst, weight); snapshot 1 has a self-loop of weight 3
 SEQ = [
@@ -124,8 +128,6 @@ def test_batched_path_equals_gcnconv_per_snapshot():
 @pytest.mark.parametrize("fused", [False, True])
 def test_lstm_by_steps_equals_nn_lstm(fused):
     """Plain and fused (torch.compile) steps against nn.LSTM, outputs and all gradients."""
-    from dyngnn.models.gcn_lstm import lstm_by_steps
-
     torch.manual_seed(3)
     lstm = torch.nn.LSTM(3, 4, num_layers=2).double()
     x = torch.randn(5, 6, 3, dtype=torch.float64, requires_grad=True)
@@ -146,9 +148,14 @@ def test_lstm_by_steps_equals_nn_lstm(fused):
 @pytest.mark.parametrize(("compile", "large_step"), [("auto", 2**21), ("off", 1), ("on", 2**21), ("auto", 1)])
 def test_every_cpu_lstm_path_gives_nn_lstm_numbers(monkeypatch, compile, large_step):
     """float32: oneDNN's whole sequence (small steps), torch.lstm_cell steps, fused steps."""
-    from dyngnn.models import gcn_lstm
+    monkeypatch.setattr(lstm_stage, "LARGE_STEP", large_step)
+    paths, real = [], lstm_stage.lstm_by_steps
 
-    monkeypatch.setattr(gcn_lstm, "_LARGE_STEP", large_step)
+    def spy(lstm, x, fused=False, hx=None):
+        paths.append(fused)
+        return real(lstm, x, fused, hx)
+
+    monkeypatch.setattr(lstm_stage, "lstm_by_steps", spy)
     torch.manual_seed(6)
     model = GCNLSTM(N, 2, hidden=4, lstm_layers=2, compile=compile)
     z = torch.randn(5, N, 4, requires_grad=True)
@@ -158,23 +165,23 @@ def test_every_cpu_lstm_path_gives_nn_lstm_numbers(monkeypatch, compile, large_s
     (grad,) = torch.autograd.grad(out.pow(2).sum(), z)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+    # the path each setting takes: nn.LSTM (none by steps), plain steps, fused steps
+    expected = {("auto", 2**21): [], ("off", 1): [False], ("on", 2**21): [True], ("auto", 1): [True]}
+    assert paths == expected[compile, large_step]
 
 
 def test_a_fused_step_that_cannot_be_built_falls_back_with_one_warning(monkeypatch, caplog):
-    from dyngnn.models import gcn_lstm
-
     def no_compiler(*args):
         raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n(details)")
 
-    failing = gcn_lstm._FusedStep()
-    failing._step = no_compiler
-    monkeypatch.setattr(gcn_lstm, "_fused_step", failing)
+    failing = lstm_stage.FusedStep(compiler=lambda fn: no_compiler)
+    monkeypatch.setattr(lstm_stage, "fused_step", failing)
     torch.manual_seed(3)
     lstm = torch.nn.LSTM(3, 4).double()
     x = torch.randn(5, 6, 3, dtype=torch.float64)
     with caplog.at_level("WARNING", logger="dyngnn"):
-        out = gcn_lstm.lstm_by_steps(lstm, x, fused=True)
-        again = gcn_lstm.lstm_by_steps(lstm, x, fused=True)
+        out = lstm_by_steps(lstm, x, fused=True)
+        again = lstm_by_steps(lstm, x, fused=True)
     torch.testing.assert_close(out, lstm(x)[0], rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(again, out)
     warnings = [r.getMessage() for r in caplog.records]
@@ -185,8 +192,6 @@ def test_a_fused_step_that_cannot_be_built_falls_back_with_one_warning(monkeypat
 
 @pytest.mark.parametrize("sorted_by_source", [True, False])
 def test_sparse_and_scatter_propagation_agree(sorted_by_source):
-    from dyngnn.models.gcn_lstm import Adjacency, propagation
-
     torch.manual_seed(4)
     n, blocks = 50, []
     for _ in range(3):  # three snapshots as one block-diagonal matrix
@@ -204,7 +209,7 @@ def test_sparse_and_scatter_propagation_agree(sorted_by_source):
     h = torch.randn(3 * n, 4, dtype=torch.float64, requires_grad=True)
     g = torch.randn(3 * n, 4, dtype=torch.float64)
     for sparse in (True, False):
-        out = propagation(blocks, sparse=sparse)(h)
+        out = gcn.propagation(blocks, sparse=sparse)(h)
         torch.testing.assert_close(out, dense @ h)
         (grad,) = torch.autograd.grad(out, h, g)
         torch.testing.assert_close(grad, dense.T @ g)
@@ -272,8 +277,6 @@ def random_biases(model: GCNLSTM) -> GCNLSTM:
 
 
 def test_first_activity_is_the_first_edge_or_non_zero_input():
-    from dyngnn.models.gcn_lstm import NEVER, first_activity
-
     g = arriving(torch.float64)
     assert first_activity(g).tolist() == ARRIVAL + [0] + [NEVER] * 5
     g[6].x[27, 1] = 0.5  # an input alone makes a node active
@@ -290,8 +293,6 @@ def test_first_activity_is_the_first_edge_or_non_zero_input():
     st.sampled_from([2, 3, 512]),
 )
 def test_a_plan_runs_every_node_from_its_group_and_marks_its_dormant_rows(arrival, steps, overhead, candidates):
-    from dyngnn.models.gcn_lstm import DormantGroups
-
     DormantGroups.OVERHEAD, DormantGroups.CANDIDATES = overhead, candidates
     try:
         plan = DormantGroups.plan(torch.tensor(arrival), steps)
@@ -327,8 +328,6 @@ def test_a_plan_runs_every_node_from_its_group_and_marks_its_dormant_rows(arriva
 def test_dormant_nodes_share_one_trajectory_with_the_same_numbers(monkeypatch, dtype, overhead):
     """The model's forward pass (sharing) against its GCN and LSTM over every node:
     outputs and every parameter's gradient, two LSTM layers, nodes that never arrive."""
-    from dyngnn.models.gcn_lstm import DormantGroups, first_activity
-
     monkeypatch.setattr(DormantGroups, "OVERHEAD", overhead)
     torch.manual_seed(2)
     g = arriving(dtype)
@@ -353,14 +352,12 @@ def test_dormant_states_start_every_cpu_lstm_path(monkeypatch, compile, large_st
     """Groups through oneDNN's whole sequence, torch.lstm_cell steps and fused steps, from
     the dormant states, against nn.LSTM over every node (as the model runs where grouping
     saves too little)."""
-    from dyngnn.models import gcn_lstm
-
-    monkeypatch.setattr(gcn_lstm, "_LARGE_STEP", large_step)
-    monkeypatch.setattr(gcn_lstm.DormantGroups, "OVERHEAD", 1)
-    monkeypatch.setattr(gcn_lstm.DormantGroups, "WORTH", 0.7 if grouped else 0.0)
+    monkeypatch.setattr(lstm_stage, "LARGE_STEP", large_step)
+    monkeypatch.setattr(DormantGroups, "OVERHEAD", 1)
+    monkeypatch.setattr(DormantGroups, "WORTH", 0.7 if grouped else 0.0)
     torch.manual_seed(7)
     model = random_biases(GCNLSTM(30, 2, hidden=4, lstm_layers=2, compile=compile))
-    arrival = torch.tensor([*ARRIVAL, 0] + [gcn_lstm.NEVER] * 5)
+    arrival = torch.tensor([*ARRIVAL, 0] + [NEVER] * 5)
     dormant = (torch.arange(12).unsqueeze(1) < arrival.clamp(max=12).unsqueeze(0)).unsqueeze(2)  # [T, N, 1]
     active = torch.randn(12, 30, 4, requires_grad=True)
     params = [active, *model.parameters()]
@@ -370,7 +367,9 @@ def test_dormant_states_start_every_cpu_lstm_path(monkeypatch, compile, large_st
 
     ref = model.lstm(torch.where(dormant, model.dormant_input(), active))[0]
     ref_grads = grads(ref)
-    out = model.temporal(torch.where(dormant, model.dormant_input(), active), arrival)
+    plan = DormantGroups.plan(arrival, 12)
+    assert (plan is not None) == grouped
+    out = model.temporal(torch.where(dormant, model.dormant_input(), active), plan)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     if grouped:  # one dormant state
         assert torch.equal(out[:3, 25], out[:3, 0]) and torch.equal(out[:, 25], out[:, 29])
@@ -379,9 +378,7 @@ def test_dormant_states_start_every_cpu_lstm_path(monkeypatch, compile, large_st
 
 
 def test_no_sharing_under_dropout_masks_or_with_an_embedding(monkeypatch):
-    from dyngnn.models import gcn_lstm
-
-    monkeypatch.setattr(gcn_lstm.DormantGroups, "OVERHEAD", 0)
+    monkeypatch.setattr(DormantGroups, "OVERHEAD", 0)
     g = arriving(torch.float64)
     model = GCNLSTM(30, 2, hidden=5, dropout=0.3).double()
     assert not model.shares_dormant  # training: every node has its own mask
@@ -394,15 +391,13 @@ def test_no_sharing_under_dropout_masks_or_with_an_embedding(monkeypatch):
 
 
 def test_nodes_dormant_throughout_take_the_lstm_of_the_dormant_input():
-    from dyngnn.models.gcn_lstm import NEVER
-
     torch.manual_seed(8)
     model = random_biases(GCNLSTM(6, 2, hidden=3, lstm_layers=2).double())
 
     def inputs():
         return model.dormant_input().expand(5, 6, 3)
 
-    out = model.temporal(inputs(), torch.full((6,), NEVER))
+    out = model.temporal(inputs(), DormantGroups.plan(torch.full((6,), NEVER), 5))
     ref = model.lstm(inputs())[0]
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-14)
     (g,) = torch.autograd.grad(out.sum(), model.convs[1].bias)
@@ -411,15 +406,13 @@ def test_nodes_dormant_throughout_take_the_lstm_of_the_dormant_input():
     # the inputs still get their (zero) gradient: across ranks, a backward pass through the
     # all-to-all that gave them must run on every rank
     z = inputs().detach().requires_grad_()
-    (gz,) = torch.autograd.grad(model.temporal(z, torch.full((6,), NEVER)).sum(), z)
+    (gz,) = torch.autograd.grad(model.temporal(z, DormantGroups.plan(torch.full((6,), NEVER), 5)).sum(), z)
     assert torch.equal(gz, torch.zeros_like(z))
 
 
 def test_sharing_follows_positions_in_the_sequence_whatever_the_snapshot_ids(monkeypatch):
     """Snapshots given every other one (t = 0, 2, 4, ...): dormancy is by position."""
-    from dyngnn.models import gcn_lstm
-
-    monkeypatch.setattr(gcn_lstm.DormantGroups, "OVERHEAD", 0)
+    monkeypatch.setattr(DormantGroups, "OVERHEAD", 0)
     torch.manual_seed(9)
     g = [GraphInput(2 * i, x.adj, x.x) for i, x in enumerate(arriving(torch.float64))]
     model = random_biases(GCNLSTM(30, 2, hidden=5).double())
@@ -467,19 +460,17 @@ def test_the_gcn_over_active_node_steps_gives_gcnconv_numbers(monkeypatch, spars
     """Idle node-steps skipped (CSR and message propagation, with activation
     checkpointing) against PyG's GCNConv over every node of every snapshot: outputs and
     every parameter's gradient."""
-    from dyngnn.models import gcn_lstm
-
-    monkeypatch.setattr(gcn_lstm, "uses_csr", lambda device: sparse)
-    calls, real = [], gcn_lstm.active_part
+    monkeypatch.setattr(gcn, "uses_csr", lambda device: sparse)
+    calls, real = [], gcn.active_part
 
     def spy(*args):
         calls.append(len(args[0]))
         return real(*args)
 
-    monkeypatch.setattr(gcn_lstm, "active_part", spy)
+    monkeypatch.setattr(gcn, "active_part", spy)
     torch.manual_seed(12)
     g = sparse_snapshots(dtype)
-    assert bool(gcn_lstm.active_mask(g[2])[0]) and bool(gcn_lstm.active_mask(g[4])[1])
+    assert bool(active_mask(g[2])[0]) and bool(active_mask(g[4])[1])
     model = random_biases(GCNLSTM(40, 3, hidden=5, gcn_layers=3, activation="tanh", checkpoint_every=checkpoint_every))
     model = model.to(dtype)
     w = torch.randn(len(g), 40, 5, dtype=dtype)
@@ -503,26 +494,24 @@ def test_states_from_active_rows_and_groups_equal_the_lstm_over_every_node(monke
     states dense or held as the groups' outputs (:class:`GroupedSteps`): rows (every one,
     and a random sample with repeats) and every parameter's gradient against the GCN and
     the LSTM over every node-step."""
-    from dyngnn.models import gcn_lstm
-
-    monkeypatch.setattr(gcn_lstm.DormantGroups, "OVERHEAD", 1)
+    monkeypatch.setattr(DormantGroups, "OVERHEAD", 1)
     torch.manual_seed(13)
     g = arriving(dtype) if sequence == "arriving" else sparse_snapshots(dtype, steps=12, growing=True)
     n = g[0].adj.num_nodes
     model = random_biases(GCNLSTM(n, g[0].x.shape[1], hidden=5, lstm_layers=2).to(dtype))
     z = model.encode_snapshots(g, dense=False)
-    assert isinstance(z, gcn_lstm.ActiveSteps) and len(z.rows) < 0.5 * n * len(g)
-    arrival = gcn_lstm.first_activity(g)
-    assert len(model._plan(arrival, len(g)).starts) > 2
-    out = model.temporal(z, arrival, dense=dense)
-    assert isinstance(out, torch.Tensor if dense else gcn_lstm.GroupedSteps)
+    assert isinstance(z, ActiveSteps) and len(z.rows) < 0.5 * n * len(g)
+    plan = DormantGroups.plan(first_activity(g), len(g))
+    assert len(plan.starts) > 2
+    out = model.temporal(z, plan, dense=dense)
+    assert isinstance(out, torch.Tensor if dense else GroupedSteps)
     if not dense:  # bit for bit the dense states: dormant node-steps hold the dormant state
-        every = gcn_lstm.take_rows(out, torch.arange(len(g) * n))
-        assert torch.equal(every, model.temporal(z, arrival).reshape(-1, 5))
+        every = take_rows(out, torch.arange(len(g) * n))
+        assert torch.equal(every, model.temporal(z, plan).reshape(-1, 5))
     ref = model.temporal(model.encode_snapshots(g, skip_idle=False))
     rows = torch.cat([torch.arange(len(g) * n), torch.randint(0, len(g) * n, (300,))])
     w = torch.randn(len(rows), 5, dtype=dtype)
-    got, expected = gcn_lstm.take_rows(out, rows), gcn_lstm.take_rows(ref, rows)
+    got, expected = take_rows(out, rows), take_rows(ref, rows)
     grads = torch.autograd.grad((got * w).sum(), list(model.parameters()))
     ref_grads = torch.autograd.grad((expected * w).sum(), list(model.parameters()))
     tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}

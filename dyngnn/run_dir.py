@@ -1,0 +1,107 @@
+"""A run directory: who holds it, the resolved settings (``config.json``), one metrics
+line per epoch (``metrics.jsonl``, strict JSON) and, on request, TensorBoard (``tb/``).
+
+Only rank 0 writes here; checkpoints live in ``checkpoints/`` (:mod:`dyngnn.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dyngnn.errors import InputError
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak CUDA memory allocated, or the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity (a metric with nothing to measure) as None,
+    so that metrics.jsonl is strict JSON (``null``)."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def scalars(record: dict[str, Any]) -> list[tuple[str, float]]:
+    """Flatten a metrics record into TensorBoard tags (``val/auc``, ``train_loss``...)."""
+    out = []
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out += [(f"{key}/{k}", float(v)) for k, v in value.items()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+            out.append((key, float(value)))
+    return out
+
+
+def tensorboard_writer(enabled: bool) -> type | None:
+    """TensorBoard's ``SummaryWriter`` class where ``enabled`` asks for it.
+
+    Raises:
+        InputError: asked for without the tensorboard package.
+    """
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise InputError("run.tensorboard = true needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter
+
+
+class RunDir:
+    """The run directory at ``path``."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.metrics = self.path / "metrics.jsonl"
+        self._tb = None
+
+    def start(self, config: dict[str, Any], epoch: int | None, writer: type | None = None) -> None:
+        """Create the directory, write ``config.json``, and cut ``metrics.jsonl`` to the
+        epochs up to ``epoch`` (a resumed checkpoint's; None: a run starting over, whose
+        earlier lines are dropped); open TensorBoard with ``writer``.
+
+        Raises:
+            InputError: the directory cannot be created.
+        """
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"run.dir {self.path}: cannot create it ({e.strerror})") from None
+        (self.path / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        if epoch is None:
+            self.metrics.unlink(missing_ok=True)
+        elif self.metrics.exists():
+            keep = [
+                line
+                for line in self.metrics.read_text().splitlines()
+                if line and not json.loads(line).get("final") and json.loads(line)["epoch"] <= epoch
+            ]
+            self.metrics.write_text("".join(f"{line}\n" for line in keep))
+        self._tb = writer(str(self.path / "tb")) if writer else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to ``metrics.jsonl`` (and TensorBoard, if open)."""
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
+        if self._tb is not None:
+            for name, value in scalars(record):
+                self._tb.add_scalar(name, value, record["epoch"])
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
