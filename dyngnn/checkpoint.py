@@ -44,6 +44,28 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def numbers_settings(settings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The settings (``Config.to_dict()``) a checkpoint must agree with: all but the run
+    section, the epoch count and the transfer mode (which moves the same snapshots)."""
+    d = {section: dict(keys) for section, keys in settings.items() if section not in ("run", "transfer")}
+    d["training"].pop("epochs")
+    return d
+
+
+def capture(epoch: int, modules: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's content: ``epoch``, the state of each of ``modules`` (model, head,
+    optimizer, by name), the settings that decide the numbers and every random state."""
+    return {"epoch": epoch, **{k: m.state_dict() for k, m in modules.items()}, "config": settings, "rng": rng_state()}
+
+
+def restore(state: dict[str, Any], modules: dict[str, Any]) -> int:
+    """Load a :func:`capture` into ``modules`` and the random states; its epoch."""
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
+    restore_rng(state["rng"])
+    return int(state["epoch"])
+
+
 class Checkpoints:
     """The checkpoints in ``directory``, the last ``keep`` of them kept."""
 

@@ -1,4 +1,4 @@
-"""A run directory: who holds it, the resolved settings (``config.json``), one metrics
+"""A run directory: whether it holds a run already, the resolved settings (``config.json``), one metrics
 line per epoch (``metrics.jsonl``, strict JSON) and, on request, TensorBoard (``tb/``).
 
 Only rank 0 writes here; checkpoints live in ``checkpoints/`` (:mod:`dyngnn.checkpoint`).
@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from dyngnn.checkpoint import Checkpoints
 from dyngnn.errors import InputError
 
 
@@ -61,12 +62,25 @@ def tensorboard_writer(enabled: bool) -> type | None:
 
 
 class RunDir:
-    """The run directory at ``path``."""
+    """The run directory at ``path``, its last ``keep_checkpoints`` checkpoints kept."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, keep_checkpoints: int = 2) -> None:
         self.path = Path(path)
         self.metrics = self.path / "metrics.jsonl"
+        self.checkpoints = Checkpoints(self.path / "checkpoints", keep_checkpoints)
         self._tb = None
+
+    def check_unused(self) -> None:
+        """Refuse a directory that already holds a run (checkpoints or metrics).
+
+        Raises:
+            InputError: naming what to do instead (resume, delete, another directory).
+        """
+        if not (self.checkpoints.any() or self.metrics.exists()):
+            return
+        if self.checkpoints.latest() is None:
+            raise InputError(f"{self.path}: holds a run without checkpoints (delete it, or use another --run.dir)")
+        raise InputError(f"{self.path}: already holds a run (use --resume, or another --run.dir)")
 
     def start(self, config: dict[str, Any], epoch: int | None, writer: type | None = None) -> None:
         """Create the directory, write ``config.json``, and cut ``metrics.jsonl`` to the

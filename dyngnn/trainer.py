@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from dyngnn import malloc
-from dyngnn.checkpoint import Checkpoints, StopRequest, restore_rng, rng_state
+from dyngnn.checkpoint import StopRequest, capture, numbers_settings, restore
 from dyngnn.config import Config
 from dyngnn.data.source import open_store
 from dyngnn.distributed import Layout, Ranks, comm_stats, init_distributed, restart_attempt
@@ -31,27 +31,10 @@ from dyngnn.models.encoder import GCNLSTM
 from dyngnn.models.inputs import GraphInput
 from dyngnn.pipeline import Inputs, Pipeline
 from dyngnn.run_dir import RunDir, peak_memory_bytes, tensorboard_writer
-from dyngnn.tasks import Split, build_task
+from dyngnn.tasks import Evaluation, Split, build_task
 from dyngnn.transfer import SnapshotStream
 
 log = logging.getLogger("dyngnn")
-
-
-@dataclass
-class Evaluation:
-    """The states of an evaluation pass and the targets they are scored on; metrics of
-    any split, pooled over ranks, come from them."""
-
-    trainer: Trainer
-    states: torch.Tensor
-    targets: dict[int, torch.Tensor]
-
-    def metrics(self, split: tuple[int, ...]) -> dict[str, float]:
-        t = self.trainer
-        return t.task.evaluate(self.states, t.head, self.targets, split, t.block, t.ranks.gather)
-
-    def reference(self, split: tuple[int, ...]) -> dict[str, float]:
-        return self.trainer.task.reference(self.targets, split, self.trainer.ranks.gather)
 
 
 class Trainer:
@@ -68,22 +51,18 @@ class Trainer:
         self.cfg = cfg
         malloc.apply(cfg.run.malloc)
         info = init_distributed(cfg.run.device)
-        self.ranks, self.device, self.world = Ranks(info.rank, info.world_size), info.device, info.world_size
-        self.rank = info.rank
+        self.rank, self.world, self.device = info.rank, info.world_size, info.device
+        self.ranks = Ranks(self.rank, self.world)
         self.ranks.check_same(cfg.to_dict())
         self.dtype = torch.float64 if cfg.training.dtype == "float64" else torch.float32
-        self.run_dir = RunDir(cfg.run.dir)
-        self.checkpoints = Checkpoints(self.run_dir.path / "checkpoints", cfg.run.keep_checkpoints)
+        self.run_dir = RunDir(cfg.run.dir, cfg.run.keep_checkpoints)
+        self.checkpoints = self.run_dir.checkpoints
         # a job restarted by its launcher (torchrun --max-restarts, a requeued SLURM job)
-        # continues from its own last checkpoint
+        # continues from its own last checkpoint, or starts over without one
         self.restarted = restart_attempt() > 0
         self.resume = cfg.run.resume or (self.restarted and self.checkpoints.latest() is not None)
-        if not self.resume and not self.restarted and (self.checkpoints.any() or self.run_dir.metrics.exists()):
-            if self.checkpoints.latest() is None:
-                raise InputError(
-                    f"{self.run_dir.path}: holds a run without checkpoints (delete it, or use another --run.dir)"
-                )
-            raise InputError(f"{self.run_dir.path}: already holds a run (use --resume, or another --run.dir)")
+        if not self.resume and not self.restarted:
+            self.run_dir.check_unused()
         # rank 0 opens (or converts) the store first, and a bad store stops every rank alike
         store = self.ranks.on_rank0(lambda: open_store(cfg.data))
         self.store = store if self.ranks.is_main else open_store(cfg.data)
@@ -150,7 +129,8 @@ class Trainer:
 
     def evaluate(self, graphs: list[GraphInput], targets: dict[int, torch.Tensor]) -> Evaluation:
         """The current weights' states on every snapshot, ready to score."""
-        return Evaluation(self, self.pipeline.evaluation_states(graphs), targets)
+        states = self.pipeline.evaluation_states(graphs)
+        return Evaluation(self.task, self.head, states, targets, self.block, self.ranks.gather)
 
     def train_epoch(self, bar: Any = None) -> tuple[dict[str, Any], Evaluation]:
         """Stream, train one step, evaluate. Returns the epoch's metrics record (its
@@ -192,36 +172,19 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------
 
-    def _numbers_config(self) -> dict[str, Any]:
-        """Settings a checkpoint must agree with (the run section, the epoch count and the
-        transfer mode, which moves the same snapshots, may differ)."""
-        d = self.cfg.to_dict()
-        d.pop("run")
-        d.pop("transfer")
-        d["training"].pop("epochs")
-        return d
+    def _modules(self) -> dict[str, Any]:
+        return {"model": self.model, "head": self.head, "optimizer": self.optimizer}
 
     def save_checkpoint(self) -> None:
         """The weights are replicated: rank 0 writes them while the others wait."""
         if self.is_main:
-            state = {
-                "epoch": self.epoch,
-                "model": self.model.state_dict(),
-                "head": self.head.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "config": self._numbers_config(),
-                "rng": rng_state(),
-            }
-            self.checkpoints.save(self.epoch, state)
+            settings = numbers_settings(self.cfg.to_dict())
+            self.checkpoints.save(self.epoch, capture(self.epoch, self._modules(), settings))
         self.ranks.barrier()
 
-    def load_checkpoint(self, path) -> None:
-        state = self.checkpoints.load(path, self._numbers_config(), self.device)
-        self.model.load_state_dict(state["model"])
-        self.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"])
-        self.epoch = int(state["epoch"])
+    def load_checkpoint(self, path: Path) -> None:
+        state = self.checkpoints.load(path, numbers_settings(self.cfg.to_dict()), self.device)
+        self.epoch = restore(state, self._modules())
 
     # -- the run --------------------------------------------------------------
 

@@ -9,13 +9,14 @@ import torch
 from dyngnn.config import TaskConfig
 from dyngnn.data.store import DeltaStore
 from dyngnn.errors import InputError
-from dyngnn.tasks.base import Split, Task, local
+from dyngnn.tasks.base import Evaluation, Split, Task, local
 from dyngnn.tasks.link import EVAL_KEY, LinkTask
 from dyngnn.tasks.metrics import auc, average_precision, macro_f1, mrr
 from dyngnn.tasks.node import NodeClassTask, NodeTask
 
 __all__ = [
     "EVAL_KEY",
+    "Evaluation",
     "LinkTask",
     "NodeClassTask",
     "NodeTask",

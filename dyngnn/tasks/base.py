@@ -114,3 +114,22 @@ class Task(Protocol):
     ) -> dict[str, float]:
         """The non-learned reference's metrics on ``split``."""
         ...
+
+
+@dataclass
+class Evaluation:
+    """The states of an evaluation pass and the targets they are scored on: metrics of any
+    split, pooled over ranks by ``gather``, and the reference's."""
+
+    task: Task
+    head: nn.Module
+    states: torch.Tensor
+    targets: dict[int, torch.Tensor]
+    block: Block | None = None
+    gather: Gather = local
+
+    def metrics(self, split: tuple[int, ...]) -> dict[str, float]:
+        return self.task.evaluate(self.states, self.head, self.targets, split, self.block, self.gather)
+
+    def reference(self, split: tuple[int, ...]) -> dict[str, float]:
+        return self.task.reference(self.targets, split, self.gather)
