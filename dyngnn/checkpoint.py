@@ -72,7 +72,7 @@ class Checkpoints:
     def __init__(self, directory: Path, keep: int) -> None:
         self.directory, self.keep = directory, keep
 
-    def any(self) -> bool:
+    def has_files(self) -> bool:
         """Whether the directory holds anything at all."""
         return self.directory.exists() and any(self.directory.iterdir())
 

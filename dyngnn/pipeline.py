@@ -125,9 +125,12 @@ class Pipeline(nn.Module):
         return self._arrival
 
     def plan(self, graphs: list[GraphInput], steps: int) -> DormantGroups | None:
-        """:meth:`DormantGroups.plan` of the rank's nodes over the first ``steps`` steps;
+        """:meth:`DormantGroups.plan` of the rank's nodes over the first ``steps`` steps,
+        where the LSTM runs on the CPU (elsewhere None: one LSTM kernel over every node);
         it depends on the arrival, fixed for the run, and ``steps`` only, so it is kept."""
         arrival = self.arrival(graphs)  # on every rank alike: it may be a collective
+        if arrival.device.type != "cpu":
+            return None
         if steps not in self._plans:
             self._plans[steps] = DormantGroups.plan(arrival, steps)
         return self._plans[steps]
@@ -153,7 +156,7 @@ class Pipeline(nn.Module):
         sparse = horizon is not None and self.by_snapshot and not many
         if many:
             z_TNrF = SnapshotsToNodes.apply(self._encode_block(graphs, t1 - t0, key), layout, self.rank, self.group)
-        else:
+        else:  # all snapshots and all nodes are the rank's; dense, or ActiveSteps
             z_TNrF = self.model.encode_snapshots(graphs[:t1], key, dense=False)
         groups = self.plan(graphs, z_TNrF.shape[0]) if self.model.shares_dormant else None
         h = self.model.temporal(z_TNrF, groups, dense=not sparse)

@@ -76,7 +76,7 @@ class RunDir:
         Raises:
             InputError: naming what to do instead (resume, delete, another directory).
         """
-        if not (self.checkpoints.any() or self.metrics.exists()):
+        if not (self.checkpoints.has_files() or self.metrics.exists()):
             return
         if self.checkpoints.latest() is None:
             raise InputError(f"{self.path}: holds a run without checkpoints (delete it, or use another --run.dir)")

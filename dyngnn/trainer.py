@@ -59,7 +59,7 @@ class Trainer:
         self.checkpoints = self.run_dir.checkpoints
         # a job restarted by its launcher (torchrun --max-restarts, a requeued SLURM job)
         # continues from its own last checkpoint, or starts over without one
-        self.restarted = restart_attempt() > 0
+        self.restarted = any(restart_attempt())
         self.resume = cfg.run.resume or (self.restarted and self.checkpoints.latest() is not None)
         if not self.resume and not self.restarted:
             self.run_dir.check_unused()
@@ -230,6 +230,7 @@ class Trainer:
         with StopRequest(cfg.run.stop_signal) as stop:
             while self.epoch < epochs_total:
                 snaps.reset()
+                evaluation = None  # the last epoch's states: not needed beside this epoch's
                 record, evaluation = self.train_epoch(snaps)
                 self.epoch += 1
                 stopping = self.ranks.any(stop.raised) and self.epoch < epochs_total

@@ -30,7 +30,7 @@ import torch
 
 from dyngnn.data.delta import apply_change, apply_change_torch, keys_to_pairs, mask_to_positions_torch
 from dyngnn.data.format import full_edge_bytes
-from dyngnn.data.snapshots import key_ends
+from dyngnn.data.snapshots import edge_keys, key_ends
 from dyngnn.data.store import DeltaStore
 
 MODES = ("full", "delta", "resident")
@@ -173,7 +173,7 @@ class SnapshotStream:
 
     def _keys(self, pairs: np.ndarray) -> torch.Tensor:
         dev = self._copy(pairs)
-        return dev[:, 0].long() * self.store.num_nodes + dev[:, 1].long()
+        return edge_keys(dev[:, 0].long(), dev[:, 1].long(), self.store.num_nodes)
 
     def _whole(self, t: int) -> DeviceRecord:
         keys, w = self.store.snapshot_keys(t)

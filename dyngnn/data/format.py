@@ -7,7 +7,7 @@ pairs and weights; removed and re-weighted positions, each set as positions or a
 bitmask over the previous snapshot, and the new weights). Every record array is the
 concatenation of all snapshots' slices; four count arrays (one entry per snapshot)
 locate them. :func:`record_entries` says how long a record's slices are: the writer
-costs candidate encodings with it, the reader's :class:`Layout` indexes the store with it.
+costs candidate encodings with it, the reader's :class:`RecordLayout` indexes the store with it.
 
 Legend: ``T`` snapshots, ``E_t`` edges of snapshot t, ``prev`` the edges of snapshot
 t-1 (what positions and bitmasks index), entries = rows of an array (a pair is one row).
@@ -42,7 +42,7 @@ RECORD_ARRAYS = (
 )
 # absent from unweighted stores
 WEIGHTED_ARRAYS = ("weights", "reweighted", "reweighted_mask", "reweight_values")
-_GRAPH_ARRAYS = COUNT_ARRAYS + RECORD_ARRAYS
+GRAPH_ARRAYS = COUNT_ARRAYS + RECORD_ARRAYS
 
 
 def id_dtype(num_nodes: int) -> np.dtype:
@@ -213,7 +213,7 @@ def compact_counts(name: str, values: list[int]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Layout:
+class RecordLayout:
     """Where every snapshot's record lies in the record arrays, from the stored counts.
 
     Attributes (all ``[T]`` but ``offsets``):
@@ -237,7 +237,7 @@ class Layout:
     @classmethod
     def from_counts(
         cls, flags: np.ndarray, n_pairs: np.ndarray, n_removed: np.ndarray, n_reweighted: np.ndarray
-    ) -> Layout:
+    ) -> RecordLayout:
         """Index a store from its count arrays as stored (compacted ones empty, see
         :func:`compact_counts`); ``n_pairs`` has one entry per snapshot."""
         t = len(n_pairs)

@@ -256,7 +256,7 @@ def bin_events(
     time_rank[rank] = np.arange(len(time))
     keys, weights = merge_events(
         group,
-        s[ev] * n + d[ev],
+        edge_keys(s[ev], d[ev], n),
         time_rank[ev],
         None if weight is None else np.asarray(weight)[ev],
         weight_mode,
@@ -311,7 +311,7 @@ def from_edge_lists(
             if w is not None:
                 w = np.concatenate([w, w[~loop]])
         groups.append(np.full(len(s), t, dtype=np.int64))
-        keys.append(s * num_nodes + d)
+        keys.append(edge_keys(s, d, num_nodes))
         if w is not None:
             weights.append(w)
     num = len(edge_indices)

@@ -31,18 +31,18 @@ from dyngnn.data.delta import (
     sorted_positions,
 )
 from dyngnn.data.format import (
-    _GRAPH_ARRAYS,
     COUNT_ARRAYS,
     DEFAULT_KEYFRAME_EVERY,
     FORMAT,
     FORMAT_VERSION,
+    GRAPH_ARRAYS,
     KEYFRAME,
     RECORD_ARRAYS,
     REMOVED_AS_MASK,
     REWEIGHTED_AS_MASK,
     WEIGHTED_ARRAYS,
     Encoding,
-    Layout,
+    RecordLayout,
     choose_encoding,
     compact_counts,
     full_snapshot_bytes,
@@ -132,7 +132,6 @@ class StoreBuilder:
             raise InputError(f"{len(self.node_ids)} node ids for {num_nodes} nodes")
         self.weighted = weighted
         self.keyframe_every = keyframe_every
-        self.keyframes_only = keyframes_only
         self._encode_every = 1 if keyframes_only else keyframe_every  # what the encoder forces
         self.source = source or {}
         self.id_dtype = id_dtype(num_nodes)
@@ -423,7 +422,7 @@ class DeltaStore:
         except (KeyError, TypeError) as e:
             raise InputError(f"{manifest}: malformed manifest (missing {e})") from None
 
-    def _index(self) -> Layout:
+    def _index(self) -> RecordLayout:
         """Check the counts and arrays fit together; the layout they describe."""
         where = self.path or "store"
         t = self.num_snapshots
@@ -436,7 +435,7 @@ class DeltaStore:
                 raise InputError(f"{where}: array {name!r} has shape {a[name].shape}, expected ({t},)")
         if a["node_ids"].shape != (self.num_nodes,):
             raise InputError(f"{where}: node_ids has shape {a['node_ids'].shape}, expected ({self.num_nodes},)")
-        layout = Layout.from_counts(*(a[name] for name in COUNT_ARRAYS))
+        layout = RecordLayout.from_counts(*(a[name] for name in COUNT_ARRAYS))
         if t == 0 or not layout.keyframe[0]:
             raise InputError(f"{where}: snapshot 0 is not a keyframe")
         names = [n for n in RECORD_ARRAYS if n not in WEIGHTED_ARRAYS]
@@ -466,7 +465,7 @@ class DeltaStore:
 
     def encoding(self, t: int) -> Encoding:
         """How snapshot ``t`` is stored: whole, or a delta with its positions as positions
-        or as bitmasks (``dyngnn data inspect`` shows the first)."""
+        or as bitmasks."""
         return self._layout.encoding(self._check_t(t))
 
     def keyframe_before(self, t: int) -> int:
@@ -600,7 +599,7 @@ class DeltaStore:
 
     def stats(self, per_snapshot: bool = True) -> dict[str, Any]:
         """Sizes and encodings: what ``dyngnn data inspect`` prints."""
-        graph = sum(self._a[n].nbytes for n in _GRAPH_ARRAYS if n in self._a)
+        graph = sum(self._a[n].nbytes for n in GRAPH_ARRAYS if n in self._a)
         index = sum(self._a[n].nbytes for n in COUNT_ARRAYS)
         per = []
         for t in range(self.num_snapshots if per_snapshot else 0):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dyngnn.data.format import DEFAULT_KEYFRAME_EVERY
+from dyngnn.data.snapshots import edge_keys
 from dyngnn.data.store import DeltaStore, StoreBuilder
 from dyngnn.errors import InputError
 
@@ -50,7 +51,7 @@ def _new_keys(
         draw = int(need * 1.1) + 16
         src, dst = sampler.draw(draw), sampler.draw(draw)
         # sorted candidates make the lookups below cache-friendly
-        keys = np.sort(src[src != dst] * n + dst[src != dst])
+        keys = np.sort(edge_keys(src[src != dst], dst[src != dst], n))
         for ex in [existing, *exclude_sorted]:
             if len(ex):
                 at = np.minimum(np.searchsorted(ex, keys), len(ex) - 1)

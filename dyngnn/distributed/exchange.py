@@ -97,6 +97,3 @@ class NodesToSnapshots(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_TrNH: torch.Tensor):
         return _to_node_blocks(grad_TrNH, ctx.layout, ctx.rank, ctx.group), None, None, None
-
-
-# -- process group ----------------------------------------------------------------

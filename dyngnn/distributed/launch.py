@@ -59,10 +59,13 @@ def launch_env() -> tuple[int, int, int] | None:
     return None
 
 
-def restart_attempt() -> int:
-    """How many times the launcher has restarted this job (torchrun ``--max-restarts``,
-    a requeued SLURM job); 0 for a first start."""
-    return max(int(os.environ.get(v) or 0) for v in ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT"))
+_RESTART_COUNTS = ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT")  # outer launcher first
+
+
+def restart_attempt() -> tuple[int, ...]:
+    """How many times each launcher has restarted this job (a requeued SLURM job, then
+    torchrun ``--max-restarts`` inside it); all 0 for a first start."""
+    return tuple(int(os.environ.get(v) or 0) for v in _RESTART_COUNTS)
 
 
 def _slurm_master() -> str:
@@ -135,4 +138,5 @@ def _store(rank: int, world: int) -> dist.Store:
         is_master=rank == 0 and not agent,
         timeout=timedelta(minutes=10),
     )
-    return dist.PrefixStore(f"dyngnn/attempt-{restart_attempt()}", store)
+    attempt = "-".join(map(str, restart_attempt()))  # a new prefix for every restart, by either launcher
+    return dist.PrefixStore(f"dyngnn/attempt-{attempt}", store)

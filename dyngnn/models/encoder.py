@@ -202,7 +202,8 @@ class GCNLSTM(nn.Module):
         return run_lstm(self.lstm, z, self.compile)
 
     def forward(self, graphs: Sequence[GraphInput], key: Sequence[int] = ()) -> torch.Tensor:
-        groups = DormantGroups.plan(first_activity(graphs), len(graphs)) if self.shares_dormant else None
+        cpu = graphs[0].adj.loop_weight.device.type == "cpu"
+        groups = DormantGroups.plan(first_activity(graphs), len(graphs)) if cpu and self.shares_dormant else None
         return self.temporal(self.encode_snapshots(graphs, key), groups)
 
 

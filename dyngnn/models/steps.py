@@ -39,7 +39,7 @@ def step_and_node(rows: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, tor
 
 @dataclass
 class ActiveSteps:
-    """GCN outputs ``[T, N, F]`` held as the active node-steps' rows (:func:`active_part`)
+    """GCN outputs ``[T, N, F]`` held as the active node-steps' rows (:func:`~dyngnn.models.gcn.active_part`)
     and the output every idle node-step has.
 
     Attributes:
@@ -114,7 +114,7 @@ class _TakeActive(torch.autograd.Function):
 
 class GroupedSteps:
     """LSTM outputs ``[T, N, H]`` held as the dormant states and each group's outputs
-    (:func:`lstm_sharing_dormant`): :func:`take_rows` gathers rows from them, and its
+    (:func:`~dyngnn.models.lstm.lstm_sharing_dormant`): :func:`take_rows` gathers rows from them, and its
     backward pass scatters into them, without a ``[T, N, H]`` tensor either way."""
 
     def __init__(self, h_ref: torch.Tensor, outs: list[torch.Tensor], groups: DormantGroups) -> None:
