@@ -80,7 +80,7 @@ def run_dyngnn(store: str, args) -> dict:
         trainer = Trainer(parse_cli(training_args(store, run_dir, *extra, hidden=args.hidden, epochs=args.epochs)))
         times, h2d = [], []
         for _ in range(args.epochs):
-            rec, _ = trainer.train_epoch()
+            rec = trainer.train_epoch()[0]  # its evaluation is not kept into the next epoch
             trainer.epoch += 1
             times.append(rec["train_seconds"])
             h2d.append(rec["h2d_bytes"])
