@@ -256,14 +256,12 @@ class DormantGroups:
         own = offset[kk] + node_step_rows(t - start[kk], position[v], size[kk])  # its group's output
         return torch.where((k >= 0) & (t >= arrival[v]), own, t)  # before its arrival: the dormant state
 
-    def input_maps(
-        self, rows: torch.Tensor, dtype: torch.dtype
-    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Per group, where its input (``z[start:, nodes]`` flattened) takes the active
-        rows ``rows`` (``t * N + v``, ascending; :class:`ActiveSteps`): ``(positions in
-        it, indices into rows, 0/1 weights in dtype of its idle positions)``. Every
-        active node-step lies in a group's steps: a node is active from its arrival on,
-        and its group starts no later."""
+    def input_maps(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, tuple[int, int]]]:
+        """Per group, where its input ``z[start:, nodes]`` takes the active rows ``rows``
+        (``t * N + v``, ascending; :class:`ActiveSteps`), as :func:`~dyngnn.models.steps.fill_rows` takes it:
+        ``(positions in the input flattened, indices into rows, (T - start, members))``.
+        Every active node-step lies in a group's steps: a node is active from its
+        arrival on, and its group starts no later."""
         if not self.starts:
             return []
         group, position, _, start, size, _ = self.members(rows.device)
@@ -274,8 +272,7 @@ class DormantGroups:
         out = []
         for g, (s, idx) in enumerate(self.groups()):
             mine = (k == g).nonzero().squeeze(1)
-            weights = torch.ones((self.steps - s) * len(idx), dtype=dtype, device=rows.device)
-            out.append((at[mine], mine, weights.index_fill_(0, at[mine], 0)))
+            out.append((at[mine], mine, (self.steps - s, len(idx))))
         return out
 
     def groups(self) -> zip:

@@ -11,12 +11,17 @@ Two containers, one on each side of the LSTM, hold such rows without the dense t
 - :class:`GroupedSteps` (LSTM outputs): the dormant trajectory (one state per step,
   shared by every dormant node) and each group's outputs (:class:`~dyngnn.models.lstm.DormantGroups`).
 
-The autograd Functions move rows between them and the groups' LSTM inputs and outputs,
-forward and backward, without building ``[T, N, .]`` where a pass does not need it.
+One operation, :func:`fill_rows`, builds "the shared row, with rows of its own put in":
+the dense GCN outputs (:meth:`ActiveSteps.dense`) and each group's LSTM input taken from
+the active rows. The other autograd Functions take the groups' inputs from dense
+outputs, put the groups' outputs and the dormant trajectory together, and take rows of
+:class:`GroupedSteps`, forward and backward, without building ``[T, N, .]`` where a pass
+does not need it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,56 +65,50 @@ class ActiveSteps:
 
     def dense(self) -> torch.Tensor:
         """``[T, N, F]``, idle rows and all."""
-        return _Spread.apply(self.z, self.idle, self.rows, self.shape[:2])
+        return fill_rows(self.z, self.idle, [(self.rows, None, self.shape[:2])])[0]
 
 
-class _Spread(torch.autograd.Function):
-    """``[T, N, F]``: ``z`` (``[rows, F]``) at ``rows`` of the output flattened to
-    ``[T * N, F]``, and ``idle`` (``[1, F]``) everywhere else; backward: the rows'
-    gradients, and the sum of the others' for ``idle`` (as one product with a 0/1
-    vector, which reads the gradient once and adds no rows the forward pass did not
-    spread)."""
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, idle: torch.Tensor, rows: torch.Tensor, shape: tuple[int, int]):
-        ctx.rows = rows
-        out = idle.repeat(shape[0] * shape[1], 1)  # a new tensor, even of one row
-        out.index_copy_(0, rows, z)
-        return out.view(*shape, idle.shape[1])
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        flat = g.reshape(-1, g.shape[2])
-        weights = torch.ones(flat.shape[0], dtype=flat.dtype, device=flat.device).index_fill_(0, ctx.rows, 0)
-        return flat.index_select(0, ctx.rows), (weights @ flat).unsqueeze(0), None, None
+def fill_rows(
+    z: torch.Tensor, idle: torch.Tensor, pieces: list[tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...]]]
+) -> tuple[torch.Tensor, ...]:
+    """Tensors of rows that all hold the shared row ``idle`` (``[1, F]``) but at their own
+    positions, which take rows of ``z`` (``[R, F]``): for each ``(at, src, shape)`` of
+    ``pieces``, ``[*shape, F]`` whose rows ``at`` (flattened) are ``z[src]`` (``src`` None:
+    all of ``z``, in order). Differentiable in ``z`` and ``idle`` (:class:`_FillRows`)."""
+    return _FillRows.apply(z, idle, pieces)
 
 
-class _TakeActive(torch.autograd.Function):
-    """:class:`_TakeGroups` from :class:`ActiveSteps`: each group's input, the idle
-    output with the active rows put in (``maps``: :meth:`DormantGroups.input_maps`); backward:
-    the active rows' gradients, and the sum of every idle position's for ``idle``."""
+class _FillRows(torch.autograd.Function):
+    """:func:`fill_rows`. Backward: each row of ``z`` gets the gradient at its position,
+    and ``idle`` the sum of every other position's, as one product with a 0/1 vector,
+    which reads the gradient once and adds no rows the forward pass did not fill."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, idle: torch.Tensor, groups: DormantGroups, maps):
-        ctx.maps, ctx.rows = maps, z.shape[0]
-        pieces = []
-        for idx, (at, src, weights) in zip(groups.nodes, maps, strict=True):
-            piece = idle.repeat(len(weights), 1)  # a new tensor, even of one row
-            piece.index_copy_(0, at, z.index_select(0, src))
-            pieces.append(piece.view(len(weights) // len(idx), len(idx), idle.shape[1]))
-        return tuple(pieces)
+    def forward(ctx, z: torch.Tensor, idle: torch.Tensor, pieces) -> tuple[torch.Tensor, ...]:
+        ctx.pieces, ctx.rows = pieces, z.shape[0]
+        out = []
+        for at, src, shape in pieces:
+            piece = idle.repeat(math.prod(shape), 1)  # a new tensor, even of one row
+            piece.index_copy_(0, at, z if src is None else z.index_select(0, src))
+            out.append(piece.view(*shape, idle.shape[1]))
+        return tuple(out)
 
     @staticmethod
-    def backward(ctx, *g_pieces: torch.Tensor):
-        g0 = next(g for g in g_pieces if g is not None)
-        width = g0.shape[2]
-        g_z, g_idle = g0.new_zeros(ctx.rows, width), g0.new_zeros(1, width)
-        for g, (at, src, weights) in zip(g_pieces, ctx.maps, strict=True):
-            if g is not None:
-                flat = g.reshape(-1, width)
+    def backward(ctx, *grads: torch.Tensor):
+        g_z = g_idle = None
+        for g, (at, src, _) in zip(grads, ctx.pieces, strict=True):
+            if g is None:
+                continue
+            flat = g.reshape(-1, g.shape[-1])
+            weights = torch.ones(flat.shape[0], dtype=flat.dtype, device=flat.device).index_fill_(0, at, 0)
+            part = (weights @ flat).unsqueeze(0)
+            g_idle = part if g_idle is None else g_idle + part
+            if src is None:  # the piece holds every row of z
+                g_z = flat.index_select(0, at)
+            else:
+                g_z = flat.new_zeros(ctx.rows, flat.shape[1]) if g_z is None else g_z
                 g_z.index_copy_(0, src, flat.index_select(0, at))
-                g_idle += (weights @ flat).unsqueeze(0)
-        return g_z, g_idle, None, None
+        return g_z, g_idle, None
 
 
 class GroupedSteps:
@@ -236,8 +235,7 @@ def group_inputs(z_TNF: torch.Tensor | ActiveSteps, groups: DormantGroups) -> tu
     from ``z_TNF`` (dense, or as :class:`ActiveSteps`), and the tensor their gradients
     flow back into (``z_TNF`` itself, or its active rows)."""
     if isinstance(z_TNF, ActiveSteps):
-        maps = groups.input_maps(z_TNF.rows, z_TNF.z.dtype)
-        pieces = _TakeActive.apply(z_TNF.z, z_TNF.idle, groups, maps) if groups.starts else ()
+        pieces = fill_rows(z_TNF.z, z_TNF.idle, groups.input_maps(z_TNF.rows)) if groups.starts else ()
         return z_TNF.z, pieces
     return z_TNF, (_TakeGroups.apply(z_TNF, groups) if groups.starts else ())
 
