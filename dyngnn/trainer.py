@@ -242,17 +242,18 @@ class Trainer:
                 epochs.update(1)
                 if epochs.disable and self.is_main:  # no bar (a log file, say): one line per epoch
                     val = " ".join(f"{k} {v}" for k, v in postfix.items())
-                    log.info(
-                        "epoch %d/%d: loss %.4f, val %s, %.2f s",
-                        *(self.epoch, epochs_total, record["train_loss"], val, record["epoch_seconds"]),
-                    )
+                    loss, seconds = record["train_loss"], record["epoch_seconds"]
+                    log.info("epoch %d/%d: loss %.4f, val %s, %.2f s", self.epoch, epochs_total, loss, val, seconds)
                 if stopping:
                     snaps.close()
                     epochs.close()
                     log.warning(
                         "stopped by SIG%s after epoch %d of %d; checkpoint %s. Resume with --resume "
                         "(a requeued SLURM job resumes by itself)",
-                        *(stop.name, self.epoch, epochs_total, self.checkpoints.latest()),
+                        stop.name,
+                        self.epoch,
+                        epochs_total,
+                        self.checkpoints.latest(),
                     )
                     return {"stopped": True, "epoch": self.epoch}
         snaps.close()
