@@ -58,7 +58,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from dyngnn.data.readers import load_snapshots
     from dyngnn.data.store import DeltaStore
 
-    check_output_path(args.out, args.force)
+    check_output_path(args.out, args.force, source=args.source)
     if args.keyframe_every < 0:
         raise InputError(f"--keyframe-every {args.keyframe_every}: must be >= 0")
     snaps, meta = load_snapshots(

@@ -86,13 +86,72 @@ def test_lifetime_shorter_than_window(convert_fails, tmp_path):
 def test_output_exists_unless_force(cli, tmp_path, leftovers):
     out = tmp_path / "store"
     out.mkdir()
-    (out / "keep.txt").write_text("mine")
     r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", out, "--window", "10")
     assert r.code == 2 and len(r.error_lines) == 1 and str(out) in r.err and "--force" in r.err
-    assert (out / "keep.txt").read_text() == "mine"
     r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", out, "--window", "10", "--force")
-    assert r.code == 0 and (out / "manifest.json").is_file() and not (out / "keep.txt").exists()
+    assert r.code == 0 and (out / "manifest.json").is_file()  # an empty directory is replaced
+    before = DeltaStore.open(out).num_snapshots
+    r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", out, "--window", "20", "--force")
+    assert r.code == 0 and DeltaStore.open(out).num_snapshots < before  # and a store
     assert leftovers(tmp_path, "store") == []
+
+
+def test_force_never_replaces_what_is_not_a_store(cli, tmp_path, leftovers, monkeypatch):
+    """--force replaces a store or an empty directory: never other files, the working
+    directory or one above it, or the directory that holds the source."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", mine, "--window", "10", "--force")
+    assert r.code == 2 and len(r.error_lines) == 1 and "not a dyngnn store" in r.err and str(mine) in r.err
+    assert (mine / "thesis.tex").read_text() == "years of work" and leftovers(tmp_path, "mine") == []
+    work = tmp_path / "work"
+    (work / "inner").mkdir(parents=True)
+    monkeypatch.chdir(work / "inner")
+    for out in (".", ".."):
+        r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", out, "--window", "10", "--force")
+        assert r.code == 2 and len(r.error_lines) == 1 and "working directory" in r.err, r.err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    data = tmp_path / "data"
+    data.mkdir()
+    source = data / "edges.csv"
+    source.write_text((FIX / "bitcoin_like.csv").read_text())
+    r = cli("data", "convert", source, "--out", data, "--window", "10", "--force")
+    assert r.code == 2 and len(r.error_lines) == 1 and "holds the source" in r.err
+    assert source.exists()
+
+
+def test_a_killed_writer_leaves_nothing_the_next_one_keeps(cli, tmp_path, leftovers):
+    """Work directories of writers that died are removed by the next write of that
+    output; a live writer's are left alone."""
+    import os
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # exited and reaped: its pid names no process
+    host = socket.gethostname().replace("-", "_")
+    stale = tmp_path / f".store.tmp-{host}-{dead.pid}-0000"
+    stale.mkdir()
+    (stale / "half.npy").write_bytes(b"x" * 100)
+    live = tmp_path / f".store.tmp-{host}-{os.getpid()}-1111"
+    live.mkdir()
+    r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", tmp_path / "store", "--window", "10")
+    assert r.code == 0, r.err
+    assert not stale.exists() and live.exists()
+
+
+def test_stores_get_the_permissions_the_umask_gives(cli, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", tmp_path / "shared", "--window", "10")
+    finally:
+        os.umask(old)
+    assert r.code == 0, r.err
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o755
 
 
 def test_json_matching_neither_schema(convert_fails, tmp_path):

@@ -9,14 +9,17 @@ manifest separately.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import secrets
 import shutil
+import socket
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from dyngnn.data.format import FORMAT
 from dyngnn.errors import InputError
 
 HEADER_BYTES = 128
@@ -130,24 +133,32 @@ def data_sha256(array: np.ndarray) -> str:
 class AtomicDirectory:
     """A directory that appears at ``path`` only when :meth:`commit` succeeds.
 
-    Work happens in a hidden sibling; an exception inside the ``with`` block removes it
-    and leaves ``path`` as it was. With ``force`` an existing ``path`` is replaced.
+    Work happens in a hidden sibling, ``.NAME.tmp-HOST-PID-XXXX``; an exception inside the
+    ``with`` block removes it and leaves ``path`` as it was. With ``force`` an existing
+    store (or empty directory) at ``path`` is replaced (:func:`check_output_path`).
+    Siblings left by writers on this host that died (killed, out of power) are removed
+    first. The directory gets the permissions the umask gives, as ``mkdir`` does.
 
     Raises:
-        InputError: ``path`` exists and ``force`` is false, or is a file.
+        InputError: ``path`` may not be replaced (:func:`check_output_path`), or its parent
+            cannot be written.
     """
 
     def __init__(self, path: Path | str, force: bool = False) -> None:
         self.path = Path(path)
         check_output_path(self.path, force)
         self.force = force
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_siblings(self.path)
+            self.tmp = _new_sibling(self.path, "tmp")
+        except OSError as e:
+            raise InputError(f"{self.path}: cannot write there ({e.strerror})") from None
 
     def commit(self) -> None:
         old = None
         if self.path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
+            old = _new_sibling(self.path, "old")
             os.rename(self.path, old / "store")
         os.rename(self.tmp, self.path)
         if old is not None:
@@ -164,10 +175,69 @@ class AtomicDirectory:
             self.abort()
 
 
-def check_output_path(path: Path | str, force: bool) -> None:
-    """Refuse to overwrite an existing output unless ``force`` (and never a file)."""
+def _new_sibling(path: Path, kind: str) -> Path:
+    """A new hidden directory beside ``path`` that names its writer (host and pid), made
+    with ``mkdir``'s permissions."""
+    host = socket.gethostname().replace("-", "_")
+    while True:
+        sibling = path.parent / f".{path.name}.{kind}-{host}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            sibling.mkdir(0o777)
+            return sibling
+        except FileExistsError:
+            continue
+
+
+def remove_stale_siblings(path: Path) -> list[Path]:
+    """Remove the hidden work directories of writers of ``path`` on this host whose
+    process is gone; the removed directories. Writers elsewhere, or alive, are left alone."""
+    host = socket.gethostname().replace("-", "_")
+    removed = []
+    for kind in ("tmp", "old"):
+        for sibling in path.parent.glob(f".{path.name}.{kind}-{host}-*-*"):
+            pid = sibling.name.rsplit("-", 2)[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(sibling, ignore_errors=True)
+                removed.append(sibling)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def is_store(path: Path) -> bool:
+    """Whether ``path`` holds a dyngnn store (a manifest that says so)."""
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_output_path(path: Path | str, force: bool, source: Path | str | None = None) -> None:
+    """Refuse to overwrite an existing output unless ``force``. Even with it, only a store
+    or an empty directory is replaced: never a file, another directory, the working
+    directory or one above it, or a directory that holds ``source``."""
     path = Path(path)
-    if path.exists() and (not force or not path.is_dir()):
-        kind = "directory" if path.is_dir() else "file"
-        hint = " (use --force to replace it)" if path.is_dir() else ""
-        raise InputError(f"{path}: output {kind} already exists{hint}")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise InputError(f"{path}: output file already exists")
+    if not force:
+        raise InputError(f"{path}: output directory already exists (use --force to replace it)")
+    here, target = Path.cwd().resolve(), path.resolve()
+    if target == here or target in here.parents:
+        raise InputError(f"{path}: is the working directory or above it; --force never replaces that")
+    if source is not None and target in Path(source).resolve().parents:
+        raise InputError(f"{path}: holds the source {source}; --force never replaces that")
+    if not is_store(path) and any(path.iterdir()):
+        raise InputError(
+            f"{path}: not a dyngnn store (no dyngnn manifest.json) and not empty; --force replaces only "
+            "a store or an empty directory"
+        )
