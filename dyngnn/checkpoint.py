@@ -98,6 +98,30 @@ class Checkpoints:
             old.unlink()
         return path
 
+    def load_newest(
+        self, settings: dict[str, Any], device: torch.device
+    ) -> tuple[Path, dict[str, Any], list[InputError]]:
+        """The newest checkpoint that can be read (:meth:`load`), and why each newer one
+        could not be (a file cut short by a full disk or a kill, say).
+
+        Raises:
+            InputError: no checkpoint at all, none readable (the newest one's reason), or
+                one written under other settings.
+        """
+        found = sorted(self.directory.glob("epoch-*.pt"), reverse=True) if self.directory.is_dir() else []
+        if not found:
+            raise InputError(
+                f"{self.directory.parent}: --resume, but there is no checkpoint to resume from "
+                "(start over in another --run.dir)"
+            )
+        skipped: list[InputError] = []
+        for path in found:
+            try:
+                return path, self.load(path, settings, device), skipped
+            except _Unreadable as e:
+                skipped.append(e)
+        raise skipped[0]
+
     def load(self, path: Path, settings: dict[str, Any], device: torch.device) -> dict[str, Any]:
         """The checkpoint at ``path``, refused unless it was written under ``settings``.
 
@@ -109,7 +133,7 @@ class Checkpoints:
             state = torch.load(path, map_location=device, weights_only=False)
             theirs = state["config"]
         except Exception as e:
-            raise InputError(f"{path}: not a readable dyngnn checkpoint ({type(e).__name__})") from None
+            raise _Unreadable(f"{path}: not a readable dyngnn checkpoint ({type(e).__name__})") from None
         if theirs != settings:
             diffs = [
                 f"{s}.{k} {theirs.get(s, {}).get(k)!r} (checkpoint) vs {v!r} (now)"
@@ -119,6 +143,10 @@ class Checkpoints:
             ]
             raise InputError(f"{path}: checkpoint is incompatible with this config: {'; '.join(diffs[:3])}")
         return state
+
+
+class _Unreadable(InputError):
+    """A checkpoint file that cannot be read at all (not one of other settings)."""
 
 
 class StopRequest:

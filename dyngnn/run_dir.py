@@ -6,9 +6,12 @@ Only rank 0 writes here; checkpoints live in ``checkpoints/`` (:mod:`dyngnn.chec
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import resource
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,7 @@ class RunDir:
         self.metrics = self.path / "metrics.jsonl"
         self.checkpoints = Checkpoints(self.path / "checkpoints", keep_checkpoints)
         self._tb = None
+        self._lock = None
 
     def check_unused(self) -> None:
         """Refuse a directory that already holds a run (checkpoints or metrics).
@@ -82,18 +86,23 @@ class RunDir:
             raise InputError(f"{self.path}: holds a run without checkpoints (delete it, or use another --run.dir)")
         raise InputError(f"{self.path}: already holds a run (use --resume, or another --run.dir)")
 
-    def start(self, config: dict[str, Any], epoch: int | None, writer: type | None = None) -> None:
-        """Create the directory, write ``config.json``, and cut ``metrics.jsonl`` to the
-        epochs up to ``epoch`` (a resumed checkpoint's; None: a run starting over, whose
-        earlier lines are dropped); open TensorBoard with ``writer``.
+    def start(self, config: dict[str, Any], epoch: int | None, writer: type | None = None, fresh: bool = False) -> None:
+        """Create the directory and hold it (:meth:`hold`), write ``config.json``, and cut
+        ``metrics.jsonl`` to the epochs up to ``epoch`` (a resumed checkpoint's; None: a run
+        starting over, whose earlier lines are dropped); open TensorBoard with ``writer``.
+        A ``fresh`` run checks again, holding the directory, that it holds no run.
 
         Raises:
-            InputError: the directory cannot be created.
+            InputError: the directory cannot be created, another job holds it, or (fresh)
+                a run was written there since the first check.
         """
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"run.dir {self.path}: cannot create it ({e.strerror})") from None
+        self.hold()
+        if fresh:
+            self.check_unused()
         (self.path / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         if epoch is None:
             self.metrics.unlink(missing_ok=True)
@@ -106,6 +115,32 @@ class RunDir:
             self.metrics.write_text("".join(f"{line}\n" for line in keep))
         self._tb = writer(str(self.path / "tb")) if writer else None
 
+    def hold(self) -> None:
+        """Take the directory for this process: a lock on ``.lock`` in it, which the
+        kernel releases when the process ends, however it ends (so a killed job leaves
+        nothing stuck). POSIX locks, which network file systems share across hosts.
+
+        Raises:
+            InputError: another process holds it; its host and pid are named.
+        """
+        if self._lock is not None:
+            return
+        f = open(self.path / ".lock", "a+")  # noqa: SIM115 -- held open for the process's life
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise InputError(
+                f"{self.path}: in use by another dyngnn job ({holder}); wait for it to end, or use another --run.dir"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"host {socket.gethostname()} pid {os.getpid()}\n")
+        f.flush()
+        self._lock = f
+
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` to ``metrics.jsonl`` (and TensorBoard, if open)."""
         with open(self.metrics, "a") as f:
@@ -116,6 +151,10 @@ class RunDir:
             self._tb.flush()
 
     def close(self) -> None:
+        """Close TensorBoard and let the directory go."""
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None

@@ -182,9 +182,25 @@ class Trainer:
             self.checkpoints.save(self.epoch, capture(self.epoch, self._modules(), settings))
         self.ranks.barrier()
 
-    def load_checkpoint(self, path: Path) -> None:
-        state = self.checkpoints.load(path, numbers_settings(self.cfg.to_dict()), self.device)
+    def load_checkpoint(self) -> Path:
+        """Restore the newest readable checkpoint; its path. One that cannot be read (cut
+        short by a kill or a full disk) is passed over for the one before, with a warning.
+
+        Raises:
+            InputError: no readable checkpoint, one of other settings, or one past
+                ``training.epochs``.
+        """
+        path, state, skipped = self.checkpoints.load_newest(numbers_settings(self.cfg.to_dict()), self.device)
+        for error in skipped if self.is_main else ():
+            log.warning("%s; resuming from an earlier checkpoint", error)
+        epoch, wanted = int(state["epoch"]), self.cfg.training.epochs
+        if epoch > wanted:
+            raise InputError(
+                f"{path}: the run is at epoch {epoch}, past --training.epochs {wanted}; "
+                f"resume with --training.epochs {epoch} or more (or start over in another --run.dir)"
+            )
         self.epoch = restore(state, self._modules())
+        return path
 
     # -- the run --------------------------------------------------------------
 
@@ -194,16 +210,11 @@ class Trainer:
         every rank."""
         writer = self.ranks.on_rank0(lambda: tensorboard_writer(self.cfg.run.tensorboard))
         if self.resume:
-            last = self.checkpoints.latest()
-            if last is None:
-                raise InputError(
-                    f"{self.run_dir.path}: --resume, but there is no checkpoint to resume from "
-                    "(start over in another --run.dir)"
-                )
-            self.load_checkpoint(last)
+            last = self.load_checkpoint()
             log.info("resuming from %s (epoch %d)", last, self.epoch)
         kept = self.epoch if self.resume else None  # a restarted run without a checkpoint starts over
-        self.ranks.on_rank0(lambda: self.run_dir.start(self.cfg.to_dict(), kept, writer))
+        fresh = not self.resume and not self.restarted
+        self.ranks.on_rank0(lambda: self.run_dir.start(self.cfg.to_dict(), kept, writer, fresh))
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.is_main:

@@ -431,3 +431,63 @@ def test_an_interrupted_checkpoint_write_leaves_no_partial_file(train_args, tiny
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch-00001.pt"]
+
+
+def test_a_run_dir_is_held_by_one_job_at_a_time_and_a_killed_job_lets_it_go(train_args, cli, tiny, tmp_path):
+    """A second job on a run directory in use is refused with one line and writes
+    nothing; the holder's lock goes with its process, however it ends."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from dyngnn.run_dir import RunDir; "
+            "d = RunDir(sys.argv[1]); d.start({'held': True}, None, fresh=True); print('held', flush=True); time.sleep(600)",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = (run / "config.json").read_bytes()
+        r = cli("train", *train_args(tiny, run))
+        assert r.code == 2 and len(r.error_lines) == 1, r.err
+        assert "in use by another dyngnn job" in r.err and f"pid {holder.pid}" in r.err
+        assert (run / "config.json").read_bytes() == before and not (run / "metrics.jsonl").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.1)
+    r = cli("train", *train_args(tiny, run, "--training.epochs", "1"))
+    assert r.code == 0, r.err
+    assert read_metrics(run)[-1]["final"]
+
+
+def test_resume_passes_over_a_checkpoint_cut_short_with_one_line(train_args, cli, runs, tiny, tmp_path):
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    assert cli("train", *train_args(tiny, straight, "--training.epochs", "4")).code == 0
+    assert cli("train", *train_args(tiny, run, "--training.epochs", "3")).code == 0
+    newest = run / "checkpoints" / "epoch-00003.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # a kill or a full disk mid-write
+    r = cli("train", "--run.dir", run, "--resume", "--training.epochs", "4")
+    assert r.code == 0, r.err
+    warnings = [line for line in r.err.splitlines() if "epoch-00003.pt" in line]
+    assert len(warnings) == 1 and "resuming from an earlier checkpoint" in warnings[0], r.err
+    assert [m["epoch"] for m in read_metrics(run)] == [1, 2, 3, 4, 4]
+    runs.assert_same_weights(run, straight)
+
+
+def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(train_args, cli, tiny, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", *train_args(tiny, run, "--training.epochs", "3")).code == 0
+    before = {f: (run / f).read_bytes() for f in ("config.json", "metrics.jsonl")}
+    r = cli("train", "--run.dir", run, "--resume", "--training.epochs", "2")
+    assert r.code == 2 and len(r.error_lines) == 1, r.err
+    assert "at epoch 3, past --training.epochs 2" in r.err and "--training.epochs 3 or more" in r.err
+    assert {f: (run / f).read_bytes() for f in before} == before
