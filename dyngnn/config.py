@@ -182,9 +182,12 @@ def signal_number(name: str) -> signal.Signals | None:
     if not name:
         return None
     try:
-        return signal.Signals[f"SIG{name.upper().removeprefix('SIG')}"]
+        number = signal.Signals[f"SIG{name.upper().removeprefix('SIG')}"]
     except KeyError:
         raise InputError(f"run.stop_signal {name!r}: not a signal name (for example USR1, USR2, TERM)") from None
+    if number in (signal.SIGKILL, signal.SIGSTOP):
+        raise InputError(f"run.stop_signal {name!r}: this signal cannot be caught; use USR1, USR2 or TERM")
+    return number
 
 
 @dataclass
@@ -277,9 +280,13 @@ def load_toml(path: Path | str) -> Config:
     if not path.is_file():
         raise InputError(f"{path}: no such config file")
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{path}: invalid TOML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}); a TOML file is UTF-8") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror})") from None
     return from_dict(doc, str(path))
 
 
@@ -322,8 +329,8 @@ def parse_cli(argv: list[str]) -> Config:
         saved = Path(_flag_value(argv, "--run.dir") or base.run.dir) / "config.json"
         if saved.is_file():
             try:
-                base = from_dict(json.loads(saved.read_text()), str(saved))
-            except json.JSONDecodeError as e:
+                base = from_dict(json.loads(saved.read_text(encoding="utf-8")), str(saved))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise InputError(f"{saved}: not valid JSON ({e})") from None
     if "--resume" in argv:
         argv.remove("--resume")

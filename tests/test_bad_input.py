@@ -213,6 +213,37 @@ def test_store_from_a_newer_format(cli, store):
     check_store_fails(cli, store, f"{store}", "format version 99", "upgrade dyngnn")
 
 
+@pytest.mark.parametrize("value", ["many", 12.5, -3, None])
+def test_a_manifest_whose_counts_are_not_integers(cli, store, value):
+    manifest = store / "manifest.json"
+    meta = json.loads(manifest.read_text())
+    meta["num_nodes"] = value
+    manifest.write_text(json.dumps(meta))
+    check_store_fails(cli, store, "manifest.json", "num_nodes must be an integer", repr(value))
+
+
+def test_a_directory_or_a_device_as_the_source(convert_fails, tmp_path):
+    folder = tmp_path / "edges"
+    folder.mkdir()
+    convert_fails(folder, "--window", "10", expect=[str(folder), "is a directory"])
+    convert_fails("/dev/null", "--window", "10", expect=["/dev/null", "not a regular file"])
+
+
+def test_a_config_file_that_is_not_utf8(cli, tmp_path):
+    config = tmp_path / "latin1.toml"
+    config.write_bytes("[training]\nepochs = 3  # \u00e9poques\n".encode("latin-1"))
+    r = cli("train", "--config", config, "--run.dir", tmp_path / "run")
+    assert r.code == 2 and len(r.error_lines) == 1 and str(config) in r.err and "not UTF-8" in r.err, r.err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["KILL", "STOP", "sigkill"])
+def test_a_stop_signal_that_cannot_be_caught(cli, tmp_path, name):
+    r = cli("train", "--run.stop_signal", name, "--run.dir", tmp_path / "run")
+    assert r.code == 2 and len(r.error_lines) == 1 and "cannot be caught" in r.err, r.err
+    assert not (tmp_path / "run").exists()
+
+
 def test_not_a_store(cli, tmp_path):
     check_store_fails(cli, tmp_path / "nothing", "no such store directory")
     (tmp_path / "plain").mkdir()

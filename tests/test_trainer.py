@@ -491,3 +491,17 @@ def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(train_args, cli
     assert r.code == 2 and len(r.error_lines) == 1, r.err
     assert "at epoch 3, past --training.epochs 2" in r.err and "--training.epochs 3 or more" in r.err
     assert {f: (run / f).read_bytes() for f in before} == before
+
+
+def test_signed_weights_train_to_finite_numbers(cli, tmp_path):
+    """Bitcoin-Alpha's ratings summed per pair (-10..10 each): the GCN normalises by
+    absolute degrees, so the first epoch is as finite as with unsigned weights."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["--data.weight", "sum", "--data.cache_dir", cache, "--run.dir", run, "--run.no-progress"]
+    r = cli("train", *args, "--training.epochs", "2", "--model.hidden", "8")
+    assert r.code == 0, r.err
+    (store,) = cache.iterdir()
+    weights = np.concatenate([DeltaStore.open(store).snapshot_keys(t)[1] for t in range(40)])
+    assert weights.min() < 0 < weights.max()
+    lines = read_metrics(run)
+    assert all(np.isfinite(m["train_loss"]) for m in lines[:-1]) and np.isfinite(lines[-1]["test"]["auc"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
 import warnings
 import zlib
@@ -73,6 +74,23 @@ def parse_duration(text: str | int | float, what: str = "duration") -> int | flo
     if not np.isfinite(value) or value <= 0:
         raise InputError(f"{what} {text!r}: must be > 0")
     return int(value) if float(value).is_integer() else float(value)
+
+
+def check_input_file(path: Path) -> None:
+    """Refuse what cannot be read as an input file, naming what it is instead.
+
+    Raises:
+        InputError: missing, a directory, not a regular file (a device, a pipe), or
+            not readable by this user.
+    """
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an edge list or JSON file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file (a device or a pipe?); give an edge list or JSON file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: not readable (permission denied)")
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -169,8 +187,7 @@ def read_edge_list(path: Path | str, *, columns: str | None = None) -> Events:
             timestamp, or a node id beyond int64; the message names the file and line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    check_input_file(path)
     sep, has_header, ncols, roles, first_no = _layout(path, columns)
     kind = {i: r for r, i in roles.items()}
     table = None
@@ -254,8 +271,7 @@ def read_pygt_json(path: Path | str, *, weight_mode: str | None = None, undirect
             JSON that matches neither schema.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    check_input_file(path)
     try:
         with _gzip_errors(path), _open_text(path) as f:
             doc = json.load(f)

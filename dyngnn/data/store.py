@@ -13,6 +13,7 @@ Legend: ``N`` nodes, ``T`` snapshots, ``E_t`` edges in snapshot t, ``A_t`` added
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -415,6 +416,9 @@ class DeltaStore:
                 f"{path}: store format version {version} is newer than this dyngnn reads "
                 f"({FORMAT_VERSION}); upgrade dyngnn"
             )
+        for key in ("num_nodes", "num_snapshots", "keyframe_every"):
+            if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool) or meta[key] < 0:
+                raise InputError(f"{manifest}: {key} must be an integer >= 0, got {meta.get(key)!r}")
         try:
             entries = meta["arrays"]
             arrays = {name: open_array(path, name, entry) for name, entry in entries.items()}
@@ -502,7 +506,10 @@ class DeltaStore:
         return mask_to_positions(stored, int(self._layout.prev[t])) if as_mask else stored.astype(np.int64)
 
     def _check_t(self, t: int) -> int:
-        t = int(t)
+        try:
+            t = operator.index(t)  # ints, numpy and torch integers; never 1.5 taken as 1
+        except TypeError:
+            raise TypeError(f"snapshot index must be an integer, got {t!r}") from None
         if not -self.num_snapshots <= t < self.num_snapshots:
             raise IndexError(f"snapshot {t} out of range for a store of {self.num_snapshots} snapshots")
         return t % self.num_snapshots

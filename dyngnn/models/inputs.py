@@ -68,10 +68,15 @@ class GraphInput:
 def normalize(
     edge_index: torch.Tensor, edge_weight: torch.Tensor | None, num_nodes: int, dtype: torch.dtype
 ) -> Adjacency:
-    """GCN normalisation with self-loops: the numbers of PyG's ``gcn_norm`` (``GCNConv``).
+    """GCN normalisation with self-loops: the numbers of PyG's ``gcn_norm`` (``GCNConv``)
+    for non-negative weights.
 
     Existing self-loops keep their weight; nodes without one get weight 1. Degrees count
-    the weights of the edges into a node, its self-loop included.
+    the absolute weights of the edges into a node, its self-loop included, so signed
+    weights (trust ratings, say) keep their sign, every row of the normalised matrix is
+    bounded as for unsigned ones, and no degree is negative (``gcn_norm`` would take the
+    square root of one). A node of degree 0 (a self-loop of weight 0, no edge in) gets
+    normalised weights 0.
     """
     src, dst = edge_index
     w = torch.ones(src.shape[0], dtype=dtype, device=src.device) if edge_weight is None else edge_weight.to(dtype)
@@ -81,7 +86,7 @@ def normalize(
         loops[src[is_loop]] = w[is_loop]
         keep = ~is_loop
         src, dst, w = src[keep], dst[keep], w[keep]
-    deg = torch.zeros(num_nodes, dtype=dtype, device=src.device).index_add_(0, dst, w) + loops
+    deg = torch.zeros(num_nodes, dtype=dtype, device=src.device).index_add_(0, dst, w.abs()) + loops.abs()
     dinv = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
     return Adjacency(torch.stack([src, dst]), dinv[src] * w * dinv[dst], dinv * loops * dinv)
 

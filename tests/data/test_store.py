@@ -186,3 +186,15 @@ def test_deltas_that_do_not_pay_for_their_index_become_keyframes(tmp_path, on_di
     if on_disk:
         store.verify()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_a_snapshot_index_must_be_an_integer(tmp_path):
+    import numpy as np
+    import torch
+
+    store = DeltaStore.from_snapshots(Snapshots(4, np.arange(4), [np.array([1, 6]), np.array([2, 7, 9])]))
+    assert torch.equal(store.snapshot(np.int64(1))[0], store.snapshot(1)[0])
+    assert torch.equal(store.snapshot(torch.tensor(1))[0], store.snapshot(1)[0])
+    for bad in (1.5, 1.0, "1"):
+        with pytest.raises(TypeError, match="must be an integer"):
+            store.snapshot(bad)

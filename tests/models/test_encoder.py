@@ -234,6 +234,24 @@ def test_normalize_gives_the_numbers_of_pyg_gcn_norm(weighted):
     assert sorted(adj.edge_index.T.tolist()) == sorted(p for p in ei.T.tolist() if p[0] != p[1])
 
 
+def test_signed_weights_normalise_by_absolute_degrees():
+    """Signed weights (ratings -10..10): D from |A|, so the matrix keeps A's signs, every
+    entry is finite, and a node of degree 0 gets zeros."""
+    ei = torch.tensor([[0, 1, 2, 3, 1], [1, 2, 0, 3, 0]])
+    w = torch.tensor([-3.0, 2.0, -1.0, 0.0, -4.0], dtype=torch.float64)  # node 3: a self-loop of weight 0 only
+    adj = normalize(ei, w, 4, torch.float64)
+    a = torch.zeros(4, 4, dtype=torch.float64)
+    a[ei[1], ei[0]] = w
+    a[0, 0] = a[1, 1] = a[2, 2] = 1.0  # the nodes without a self-loop get one of weight 1
+    deg = a.abs().sum(1)
+    dinv = torch.where(deg > 0, deg.pow(-0.5), torch.zeros_like(deg))
+    ref = dinv[:, None] * a * dinv[None, :]
+    mine = torch.diag(adj.loop_weight).index_put_((adj.edge_index[1], adj.edge_index[0]), adj.edge_weight, True)
+    torch.testing.assert_close(mine, ref, rtol=1e-14, atol=0)
+    assert bool(torch.isfinite(mine).all()) and float(mine[3].abs().sum()) == 0.0
+    assert float(mine[1, 0]) < 0 and float(mine[0, 2]) < 0
+
+
 def test_structural_features():
     ei = torch.tensor([[0, 0, 1], [1, 2, 2]])
     f = structural_features(ei, 4, torch.float64)
