@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dyngnn.data import read_edge_list
 from dyngnn.data.store import DeltaStore
 
 FIX = Path(__file__).parent / "fixtures"
@@ -152,6 +153,49 @@ def test_stores_get_the_permissions_the_umask_gives(cli, tmp_path):
         os.umask(old)
     assert r.code == 0, r.err
     assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize("first", ["1,2,1OO", "x1,2,100", "1,2,1e9e"])
+def test_a_typo_in_the_first_row_is_an_error_not_a_header(convert_fails, tmp_path, first):
+    """A header is recognised by its names: a first row with numbers and one mistyped
+    field is data with a typo, reported on its line, never dropped."""
+    p = write(tmp_path, "typo.csv", f"{first}\n3,4,200\n5,6,300\n")
+    convert_fails(p, "--window", "10", expect=[f"{p}:1:"])
+    p = write(tmp_path, "named.csv", "from,to,ts\n1,2,100\n3,4,200\n")
+    assert len(read_edge_list(p).src) == 2  # names make a header
+
+
+def test_json_targets_or_features_on_some_snapshots_only(convert_fails, tmp_path):
+    doc = json.loads((FIX / "per_snapshot.json").read_text())
+    del doc["1"]["y"]
+    p = write(tmp_path, "some_y.json", json.dumps(doc))
+    convert_fails(p, expect=[str(p), "snapshot 1 has no 'y'", "every snapshot"])
+    doc = json.loads((FIX / "per_snapshot.json").read_text())
+    del doc["0"]["X"]
+    p = write(tmp_path, "some_x.json", json.dumps(doc))
+    convert_fails(p, expect=[str(p), "snapshot 0 has no 'X'"])
+
+
+def test_json_weights_that_are_not_finite(convert_fails, tmp_path):
+    text = (FIX / "per_snapshot.json").read_text().replace('"weights": [3]', '"weights": [NaN]')
+    p = write(tmp_path, "nan.json", text)
+    convert_fails(p, expect=[str(p), "snapshot 1", "not a finite number"])
+
+
+def test_verify_finds_a_weight_that_is_not_finite(cli, store):
+    weights = store / "weights.npy"
+    data = np.load(weights, mmap_mode="r+")
+    data[0] = np.nan
+    data.flush()
+    del data
+    manifest = store / "manifest.json"
+    meta = json.loads(manifest.read_text())
+    from dyngnn.data.npyfile import data_sha256
+
+    meta["arrays"]["weights"]["sha256"] = data_sha256(np.load(weights))  # a store written with a NaN weight
+    manifest.write_text(json.dumps(meta))
+    r = cli("data", "verify", store)
+    assert r.code == 2 and len(r.error_lines) == 1 and "not a finite number" in r.err, r.err
 
 
 def test_json_matching_neither_schema(convert_fails, tmp_path):

@@ -131,8 +131,20 @@ def _is_number(s: str) -> bool:
     return True
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ .()/-]*")
+
+
+def _is_name(field: str) -> bool:
+    """Whether a field reads as a column name: a word, not a number or a mistyped one
+    (``1OO``, ``x1`` beside numbers are data with a typo, not a header)."""
+    text = field.strip("\"' ")
+    return not _is_number(text) and _NAME.fullmatch(text) is not None
+
+
 def _layout(path: Path, columns: str | None) -> tuple[str | None, bool, int, dict[str, int], int]:
-    """Detect separator, header and column roles from the first data line.
+    """Detect separator, header and column roles from the first data line. It is a
+    header when every field is a name (:func:`_is_name`); otherwise it is data, and a
+    field that is not a number is an error on that line.
 
     Returns ``(sep, has_header, ncols, role -> column index, first data line number)``.
     """
@@ -143,7 +155,7 @@ def _layout(path: Path, columns: str | None) -> tuple[str | None, bool, int, dic
     sep = "," if "," in text else "\t" if "\t" in text else None
     fields = _split(text, sep)
     ncols = len(fields)
-    has_header = not all(_is_number(f) for f in fields)
+    has_header = all(_is_name(f) for f in fields)
     roles: dict[str, int] = {}
     if columns:
         names = [c.strip().lower() for c in columns.split(",")]
@@ -329,6 +341,14 @@ def _per_snapshot(doc: dict, path: Path, weight_mode: str | None, undirected: bo
         ew.append(None if snap.get("weights") is None else np.asarray(snap["weights"], dtype=np.float64))
         xs.append(snap.get("X"))
         ys.append(snap.get("y"))
+    for key, values in (("X", xs), ("y", ys), ("weights", ew)):
+        given = [v is not None for v in values]
+        if any(given) and not all(given):
+            t = given.index(False)
+            raise InputError(
+                f"{path}: snapshot {t} has no {key!r} while snapshot {given.index(True)} has one; "
+                f"give every snapshot {key!r} or none"
+            )
     snaps = from_edge_lists(
         ei,
         ew if any(w is not None for w in ew) else None,

@@ -302,6 +302,9 @@ def from_edge_lists(
         w = None if not has_w or edge_weights[t] is None else np.asarray(edge_weights[t], np.float64).reshape(-1)
         if w is not None and len(w) != ei.shape[1]:
             raise InputError(f"{where}: snapshot {t}: {len(w)} weights for {ei.shape[1]} edges")
+        if w is not None and not np.isfinite(w).all():
+            bad = int(np.flatnonzero(~np.isfinite(w))[0])
+            raise InputError(f"{where}: snapshot {t}: the weight of edge {bad} is {w[bad]}, not a finite number")
         if has_w and w is None:
             w = np.ones(ei.shape[1])
         s, d = ei

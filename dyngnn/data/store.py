@@ -197,6 +197,11 @@ class StoreBuilder:
         w = np.ones(n, dtype=np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
         if len(w) != n:
             raise InputError(f"{len(w)} weights for {n} edges")
+        if not np.isfinite(w).all():
+            bad = np.flatnonzero(~np.isfinite(w))[0]
+            raise InputError(
+                f"snapshot {self.num_snapshots}: edge weight {w[bad]} (edge {bad}); weights must be finite numbers"
+            )
         return w
 
     def _emit(self, keys, w, removed, added, added_w, rew, rew_v) -> None:
@@ -685,6 +690,9 @@ class DeltaStore:
                 at = np.minimum(np.searchsorted(keys, added), max(prev - 1, 0))
                 if prev and np.any(keys[at] == added):
                     raise InputError(f"{where}: snapshot {t}: an added edge is already present")
+            for values in (d.weights, d.reweight_values):
+                if values is not None and not np.isfinite(values).all():
+                    raise InputError(f"{where}: snapshot {t}: a weight is not a finite number")
             keys, _ = apply_delta(keys, np.zeros(prev, np.float32) if self.weighted else None, d, n)
             if len(keys) != self.num_edges[t]:
                 raise InputError(f"{where}: snapshot {t}: {len(keys)} edges, the counts say {self.num_edges[t]}")
