@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -92,7 +93,13 @@ class Checkpoints:
         try:
             torch.save(state, tmp)
             os.replace(tmp, path)
-        finally:  # interrupted (Ctrl-C, SIGTERM): no partial file left beside the checkpoints
+        except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as a RuntimeError
+            free = shutil.disk_usage(self.directory).free
+            raise InputError(
+                f"{path}: cannot write the checkpoint ({str(e).strip().splitlines()[-1][:120]}; {free:,} bytes free "
+                f"there); the earlier checkpoints are kept: free some space and resume with --resume"
+            ) from None
+        finally:  # interrupted (Ctrl-C, SIGTERM), or failed: no partial file left beside the checkpoints
             tmp.unlink(missing_ok=True)
         for old in sorted(self.directory.glob("epoch-*.pt"))[: -self.keep]:
             old.unlink()

@@ -360,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         # cat does; output still buffered goes to devnull, not to a traceback at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    except OSError as e:  # a full disk, a read-only directory...: the path, in one line
+        from dyngnn.train import os_error_line, report
+
+        report(os_error_line(e))
+        return 2
 
 
 if __name__ == "__main__":

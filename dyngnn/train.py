@@ -6,6 +6,7 @@ non-learned reference. Input errors end as one line and exit status 2.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from typing import TYPE_CHECKING
@@ -76,12 +77,23 @@ def report(error: InputError) -> None:
     sys.stderr.write(f"dyngnn: error: {error}\n")
 
 
+def os_error_line(error: OSError) -> InputError:
+    """An operating system's refusal on a path (a full disk, a read-only or missing
+    directory, no permission) as the one line that names the path."""
+    where = error.filename if error.filename is not None else "dyngnn"
+    hint = {errno.ENOSPC: "; free some space or write elsewhere", errno.EROFS: "; write elsewhere"}
+    return InputError(f"{where}: {error.strerror or error}{hint.get(error.errno, '')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[dyngnn] %(message)s", stream=sys.stderr)
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except InputError as e:
         report(e)
+        return 2
+    except OSError as e:
+        report(os_error_line(e))
         return 2
 
 

@@ -176,11 +176,10 @@ class Trainer:
         return {"model": self.model, "head": self.head, "optimizer": self.optimizer}
 
     def save_checkpoint(self) -> None:
-        """The weights are replicated: rank 0 writes them while the others wait."""
-        if self.is_main:
-            settings = numbers_settings(self.cfg.to_dict())
-            self.checkpoints.save(self.epoch, capture(self.epoch, self._modules(), settings))
-        self.ranks.barrier()
+        """The weights are replicated: rank 0 writes them while the others wait, and a
+        write that fails (a full disk) stops every rank alike."""
+        settings = numbers_settings(self.cfg.to_dict())
+        self.ranks.on_rank0(lambda: self.checkpoints.save(self.epoch, capture(self.epoch, self._modules(), settings)))
 
     def load_checkpoint(self) -> Path:
         """Restore the newest readable checkpoint; its path. One that cannot be read (cut
@@ -230,6 +229,13 @@ class Trainer:
             The final record: ``test`` and ``reference`` metrics (also in metrics.jsonl);
             ``{"stopped": True, "epoch": k}`` when a signal stopped the run.
         """
+        try:
+            return self._fit()
+        finally:  # however the run ends, TensorBoard is closed and the run directory let go
+            if self.is_main:
+                self.run_dir.close()
+
+    def _fit(self) -> dict[str, Any]:
         from tqdm import tqdm
 
         self._start()
@@ -282,6 +288,4 @@ class Trainer:
             "world_size": self.world,
         }
         self._write(final)
-        if self.is_main:
-            self.run_dir.close()
         return final

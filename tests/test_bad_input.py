@@ -316,3 +316,60 @@ def test_usage_errors_are_one_line(cli, tmp_path):
         "data", "synth", "--out", tmp_path / "s", "--nodes", "10", "--edges", "5", "--snapshots", "2", "--churn", "2"
     )
     assert r.code == 2 and "--churn 2.0" in r.err and not (tmp_path / "s").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(kib, read_only=False)``: a directory on a tmpfs of that size (needs
+    root), unmounted afterwards."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = []
+
+    def make(kib: int, read_only: bool = False) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        options = f"size={kib}k" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(where)
+        return where
+
+    yield make
+    for where in mounted:
+        if subprocess.run(["umount", str(where)], check=False).returncode:
+            subprocess.run(["umount", "-l", str(where)], check=False)  # detached once nothing holds it
+
+
+def test_a_full_disk_during_convert_is_one_line_and_leaves_nothing(cli, small_disk, leftovers):
+    disk = small_disk(64)
+    out = disk / "store"
+    r = cli("data", "synth", "--out", out, "--nodes", "3000", "--edges", "30000", "--snapshots", "8", "--churn", "0.1")
+    assert r.code == 2 and len(r.error_lines) == 1, r.err
+    assert "No space left" in r.err and str(disk) in r.err
+    assert not out.exists() and leftovers(disk, "store") == []
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_run(cli, train_args, small_disk, tmp_path):
+    from dyngnn.data.synthetic import synthesize
+
+    store = tmp_path / "s"
+    synthesize(store, num_nodes=60, num_edges=150, num_snapshots=12, churn=0.1, seed=1)
+    run = small_disk(96) / "run"
+    r = cli("train", *train_args(store, run, hidden=64))
+    assert r.code == 2 and len(r.error_lines) == 1, r.err
+    assert "cannot write the checkpoint" in r.err and "epoch-00001.pt" in r.err
+    assert [p.name for p in (run / "checkpoints").iterdir()] == []  # no partial file
+
+
+def test_a_read_only_output_or_cache_is_one_line(cli, small_disk, tmp_path):
+    ro = small_disk(64, read_only=True)
+    r = cli("data", "convert", FIX / "bitcoin_like.csv", "--out", ro / "store", "--window", "10")
+    assert r.code == 2 and len(r.error_lines) == 1 and str(ro / "store") in r.err and "Read-only" in r.err, r.err
+    r = cli("train", "--data.cache_dir", ro / "cache", "--run.dir", tmp_path / "run", "--training.epochs", "1")
+    assert r.code == 2 and len(r.error_lines) == 1 and str(ro / "cache") in r.err and "Read-only" in r.err, r.err

@@ -8,6 +8,7 @@ manifest separately.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -77,8 +78,10 @@ class NpyWriter:
         }
 
     def abort(self) -> None:
-        """Close the file unfinished (the directory holding it is being dropped)."""
-        self._file.close()
+        """Close the file unfinished (the directory holding it is being dropped). Data
+        that cannot be flushed (the disk is full) is dropped with it."""
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def write_array(path: Path, array: np.ndarray) -> dict:
@@ -173,6 +176,8 @@ class AtomicDirectory:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+        if isinstance(exc, OSError) and exc.filename is None:  # a write that failed names the output
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
 
 def _new_sibling(path: Path, kind: str) -> Path:

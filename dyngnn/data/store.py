@@ -330,6 +330,9 @@ class StoreBuilder:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+        if isinstance(exc, OSError) and exc.filename is None and self._dir is not None:
+            # a write that failed (a full disk) names the store it was writing
+            raise OSError(exc.errno, exc.strerror, str(self._dir.path)) from None
 
 
 class DeltaStore:
