@@ -70,6 +70,8 @@ class Trainer:
         self.block = self.layout.block(self.rank)
         self.split = Split.by_time(self.store.num_snapshots, cfg.task.val_fraction, cfg.task.test_fraction)
         self.task = build_task(cfg.task, self.store, self.split, cfg.training.seed, self.device, self.dtype)
+        for warning in self.task.check_targets(self.store.num_edges) if self.is_main else ():
+            log.warning("%s", warning)
         self.stream = SnapshotStream(self.store, self.device, cfg.transfer.mode, self.block.t0, self.block.t1)
         self.inputs = Inputs(self.store, self.stream, self.task, cfg.model.structural, self.dtype)
         m = cfg.model

@@ -505,3 +505,23 @@ def test_signed_weights_train_to_finite_numbers(cli, tmp_path):
     assert weights.min() < 0 < weights.max()
     lines = read_metrics(run)
     assert all(np.isfinite(m["train_loss"]) for m in lines[:-1]) and np.isfinite(lines[-1]["test"]["auc"])
+
+
+def test_a_split_with_no_edge_to_predict_is_named(cli, train_args, tmp_path):
+    """Empty target snapshots: validation and test say so in one warning each (their
+    metrics are null); a training split with nothing to learn is refused."""
+    keys = [np.array([1, 7, 12])] * 8 + [np.zeros(0, np.int64)] * 4
+    store = tmp_path / "s"
+    DeltaStore.from_snapshots(Snapshots(5, np.arange(5), keys), path=store)
+    r = cli("train", *train_args(store, tmp_path / "run", "--task.val_fraction", "0.2", "--task.test_fraction", "0.2"))
+    assert r.code == 0, r.err
+    warnings = [line for line in r.err.splitlines() if "no edge to predict" in line]
+    assert len(warnings) == 2 and "validation split" in warnings[0] and "test split" in warnings[1], r.err
+    assert "--task.val_fraction" in warnings[0] and "--task.test_fraction" in warnings[1]
+    final = read_metrics(tmp_path / "run")[-1]
+    assert final["test"]["auc"] is None and final["val"]["mrr"] is None
+    empty = tmp_path / "e"
+    DeltaStore.from_snapshots(Snapshots(5, np.arange(5), [np.array([1])] + [np.zeros(0, np.int64)] * 11), path=empty)
+    r = cli("train", *train_args(empty, tmp_path / "run2"))
+    assert r.code == 2 and len(r.error_lines) == 1 and "training split" in r.err and "nothing to learn" in r.err
+    assert not (tmp_path / "run2").exists()

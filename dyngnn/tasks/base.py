@@ -90,6 +90,11 @@ class Task(Protocol):
         """A new head on states of width ``hidden``."""
         ...
 
+    def check_targets(self, edges_per_snapshot: np.ndarray) -> list[str]:
+        """Warnings about splits with nothing to measure, given the edges of every
+        snapshot; raises InputError where training would have nothing to learn."""
+        ...
+
     def loss(
         self, h: Any, head: nn.Module, targets: dict[int, torch.Tensor], epoch: int, block: Block | None = None
     ) -> tuple[torch.Tensor, int]:

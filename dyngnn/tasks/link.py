@@ -65,6 +65,24 @@ class LinkTask:
     def features(self, t: int) -> None:
         return None
 
+    def check_targets(self, edges_per_snapshot: np.ndarray) -> list[str]:
+        """Warnings for the evaluation splits whose target snapshots hold no edge at all:
+        their metrics have nothing to measure (``null``).
+
+        Raises:
+            InputError: the training split has no edge to predict.
+        """
+        out = []
+        names = {"training": self.split.train, "validation": self.split.val, "test": self.split.test}
+        for name, split in names.items():
+            if int(np.asarray(edges_per_snapshot)[[t + 1 for t in split]].sum()) == 0:
+                what = f"the {name} split (transitions {split[0]}..{split[-1]} -> next) has no edge to predict"
+                if name == "training":
+                    raise InputError(f"{what}: nothing to learn; use a longer --data.window")
+                fraction = "val_fraction" if name == "validation" else "test_fraction"
+                out.append(f"{what}: its metrics are null; use a longer --data.window or another --task.{fraction}")
+        return out
+
     def head(self, hidden: int) -> nn.Module:
         return LinkDecoder(hidden, self.decoder)
 

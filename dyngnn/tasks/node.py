@@ -36,6 +36,9 @@ class _NodeTargets:
     def head(self, hidden: int) -> nn.Module:
         return NodeHead(hidden, self.out_dim)
 
+    def check_targets(self, edges_per_snapshot: np.ndarray) -> list[str]:
+        return []  # every node has a target in every snapshot
+
 
 class NodeTask(_NodeTargets):
     """Predict every node's target of snapshot t+1 from ``H[t]``; MSE and MAE.
