@@ -46,6 +46,8 @@ class DataConfig:
     """Where converted sources are kept, keyed by source and conversion options."""
     balance: Literal["count", "edges"] = "count"
     """Snapshot blocks per rank: equal numbers of snapshots, or about equal numbers of edges."""
+    checksums: bool = True
+    """Check the sha256 of every array of the store before training, once per process (`--data.no-checksums`: skip)."""
 
 
 @dataclass

@@ -236,6 +236,20 @@ def test_store_with_one_flipped_byte(cli, store):
     check_store_fails(cli, store, f"{weights}", "checksum mismatch", commands=("verify",))
 
 
+def test_training_checks_the_checksums_of_what_it_reads(cli, store, tmp_path):
+    """A store that verify rejects does not train (unless asked not to check)."""
+    weights = store / "weights.npy"
+    data = bytearray(weights.read_bytes())
+    data[-2] ^= 0x10  # a weight changed, still a valid float: only the checksum can tell
+    weights.write_bytes(bytes(data))
+    args = ["--data.store", store, "--training.epochs", "1", "--run.no-progress", "--model.hidden", "4"]
+    r = cli("train", *args, "--run.dir", tmp_path / "run")
+    assert r.code == 2 and len(r.error_lines) == 1 and f"{weights}: checksum mismatch" in r.err, r.err
+    assert not (tmp_path / "run").exists()
+    r = cli("train", *args, "--run.dir", tmp_path / "run2", "--data.no-checksums")
+    assert "checksum" not in r.err and "too few for train/val/test" in r.err  # past the check (3 snapshots)
+
+
 def test_training_on_a_store_with_a_node_id_out_of_range_stops_before_any_work(cli, store, tmp_path):
     pairs = np.load(store / "pairs.npy", mmap_mode="r+")
     pairs[3, 1] = DeltaStore.open(store).num_nodes  # one past the last node

@@ -21,15 +21,19 @@ def open_store(cfg: DataConfig) -> DeltaStore:
 
     The cache key covers the source file's bytes and every conversion option, so a
     changed file or option makes a new store instead of reusing a stale one. A store's
-    node ids are checked once here, so a damaged store stops before any training.
+    node ids are checked once here, and its checksums (``data.checksums``), so a damaged
+    store stops before any training.
     """
-    store = DeltaStore.open(cfg.store) if cfg.store else _converted(cfg)
+    store, written_here = (DeltaStore.open(cfg.store), False) if cfg.store else _converted(cfg)
+    if cfg.checksums and not written_here:  # a store this process just wrote is as it wrote it
+        store.check_checksums()
     store.check_node_ids()
     return store
 
 
-def _converted(cfg: DataConfig) -> DeltaStore:
-    """``data.source`` as a store, converted on first use and cached under ``data.cache_dir``."""
+def _converted(cfg: DataConfig) -> tuple[DeltaStore, bool]:
+    """``data.source`` as a store, converted on first use and cached under
+    ``data.cache_dir``; whether it was converted now."""
     from dyngnn import datasets
     from dyngnn.data.readers import detect_format, load_snapshots
 
@@ -48,7 +52,7 @@ def _converted(cfg: DataConfig) -> DeltaStore:
             digest.update(block)
     cached = Path(cfg.cache_dir) / f"{path.name.split('.')[0]}-{digest.hexdigest()[:16]}"
     if (cached / "manifest.json").is_file():
-        return DeltaStore.open(cached)
+        return DeltaStore.open(cached), False
     snaps, meta = load_snapshots(
         path,
         window=options["window"],
@@ -57,4 +61,5 @@ def _converted(cfg: DataConfig) -> DeltaStore:
         undirected=cfg.undirected,
     )
     log.info("converted %s into %s (%d snapshots, %d nodes)", cfg.source, cached, snaps.num_snapshots, snaps.num_nodes)
-    return DeltaStore.from_snapshots(snaps, keyframe_every=cfg.keyframe_every, path=cached, force=True, source=meta)
+    store = DeltaStore.from_snapshots(snaps, keyframe_every=cfg.keyframe_every, path=cached, force=True, source=meta)
+    return store, True
