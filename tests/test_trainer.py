@@ -525,3 +525,30 @@ def test_a_split_with_no_edge_to_predict_is_named(cli, train_args, tmp_path):
     r = cli("train", *train_args(empty, tmp_path / "run2"))
     assert r.code == 2 and len(r.error_lines) == 1 and "training split" in r.err and "nothing to learn" in r.err
     assert not (tmp_path / "run2").exists()
+
+
+def test_classes_cost_memory_by_their_number_and_counts_are_not_classes(cli, capsys, train_args, tmp_path):
+    """Class ids up to 13,196 (as in Twitter tennis) but 3 distinct: 3 classes, one-hot
+    inputs of width 3; metrics equal those of the same labels numbered 0, 1, 2. Ten
+    thousand distinct values are counts: one line."""
+    rng = np.random.default_rng(4)
+    keys = [np.unique(rng.integers(0, 36, 10)) for _ in range(12)]
+    small = rng.integers(0, 3, (12, 6))
+    finals = []
+    for name, ids in (("small", small), ("large", np.array([7, 5000, 13196])[small])):
+        DeltaStore.from_snapshots(Snapshots(6, np.arange(6), keys, y=ids, y_per_snapshot=True), path=tmp_path / name)
+        args = train_args(tmp_path / name, tmp_path / f"run-{name}", "--task.kind", "node", "--task.targets", "classes")
+        trainer = Trainer(parse_cli(args))
+        assert trainer.task.num_classes == 3 and trainer.inputs.in_dim == 2 + 3
+        finals.append(trainer.fit())
+    assert finals[0]["test"] == finals[1]["test"] and finals[0]["reference"] == finals[1]["reference"]
+    capsys.readouterr()  # what the runs above logged
+    counts = np.arange(12 * 1000).reshape(12, 1000)
+    DeltaStore.from_snapshots(
+        Snapshots(1000, np.arange(1000), keys, y=counts, y_per_snapshot=True), path=tmp_path / "c"
+    )
+    r = cli(
+        "train", *train_args(tmp_path / "c", tmp_path / "run-c", "--task.kind", "node", "--task.targets", "classes")
+    )
+    assert r.code == 2 and len(r.error_lines) == 1 and "12,000 distinct targets" in r.err and "regression" in r.err
+    assert not (tmp_path / "run-c").exists()

@@ -94,27 +94,40 @@ class NodeTask(_NodeTargets):
         return self._metrics(self.y[torch.tensor(split)], split, 0, local)
 
 
+MAX_CLASSES = 1024  # more distinct targets than this are counts or amounts, not classes
+
+
 class NodeClassTask(_NodeTargets):
     """Predict every node's class in snapshot t+1 from ``H[t]``; accuracy and macro-F1.
 
-    Targets are integer class ids from the store (``y``, per snapshot, ``[T, N]``). The
-    current class, one-hot, is also a node input of snapshot t.
+    Targets are integer class ids from the store (``y``, per snapshot, ``[T, N]``), any
+    ids: the classes are the distinct ones, so memory goes with their number, not with
+    the largest id (:attr:`classes` maps back). The current class, one-hot, is also a
+    node input of snapshot t, built one snapshot at a time.
+
+    Raises:
+        InputError: targets that are not integers >= 0, or more than :data:`MAX_CLASSES`
+            distinct ones.
     """
 
     def __init__(self, y_TN: torch.Tensor, split: Split) -> None:
         if y_TN.dtype.is_floating_point or y_TN.dim() != 2 or bool((y_TN < 0).any()):
             raise InputError("task.targets = 'classes' needs integer class ids >= 0, one per node and snapshot")
         self.split = split
-        self.y = y_TN.long()
-        self.num_classes = int(self.y.max()) + 1
-        self.onehot = F.one_hot(self.y, self.num_classes)
+        self.classes, self.y = torch.unique(y_TN.long(), return_inverse=True)  # y: indices into classes
+        self.num_classes = len(self.classes)
+        if self.num_classes > MAX_CLASSES:
+            raise InputError(
+                f"task.targets = 'classes': {self.num_classes:,} distinct targets (up to {int(self.classes[-1]):,}) "
+                f"are too many for classes (at most {MAX_CLASSES:,}); counts or amounts are task.targets = 'regression'"
+            )
 
     @property
     def out_dim(self) -> int:
         return self.num_classes
 
     def features(self, t: int) -> torch.Tensor:
-        return self.onehot[t]
+        return F.one_hot(self.y[t], self.num_classes)
 
     def loss(self, h_TNH, head, targets, epoch, block: Block | None = None) -> tuple[torch.Tensor, int]:
         """Cross-entropy summed over train transitions and the nodes ``h_TNH`` holds."""
