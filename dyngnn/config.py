@@ -192,6 +192,35 @@ def signal_number(name: str) -> signal.Signals | None:
     return number
 
 
+def ignored_settings(cfg: Config, json_source: bool = False) -> list[str]:
+    """The settings changed from their defaults that this run would not use, one line
+    each: conversion options beside ``data.store``, binning options for a source that
+    comes in snapshots (PyG-Temporal JSON, ``json_source``), and one task's settings in
+    the other task."""
+    out = []
+
+    def changed(section: object, keys: tuple[str, ...]) -> list[str]:
+        default = type(section)()
+        return [k for k in keys if getattr(section, k) != getattr(default, k)]
+
+    d, t = cfg.data, cfg.task
+    conversion = ("source", "window", "lifetime", "weight", "undirected", "keyframe_every", "cache_dir")
+    if d.store and (keys := changed(d, conversion)):
+        names = ", ".join(f"data.{k}" for k in keys)
+        out.append(f"{names} ignored: data.store {d.store} is used as it is (they apply when converting data.source)")
+    elif json_source and (keys := changed(d, ("window", "lifetime"))):
+        names = ", ".join(f"data.{k}" for k in keys)
+        out.append(f"{names} ignored: {d.source} is PyG-Temporal JSON, whose snapshots are given")
+    link_only = ("decoder", "negatives", "eval_negatives", "max_positives", "eval_max_positives")
+    other = changed(t, link_only) if t.kind == "node" else changed(t, ("targets",))
+    if other:
+        names = ", ".join(f"task.{k}" for k in other)
+        out.append(
+            f"{names} ignored: they apply to task.kind = '{'link' if t.kind == 'node' else 'node'}', not '{t.kind}'"
+        )
+    return out
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)

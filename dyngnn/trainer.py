@@ -23,7 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dyngnn import malloc
 from dyngnn.checkpoint import StopRequest, capture, numbers_settings, restore
-from dyngnn.config import Config
+from dyngnn.config import Config, ignored_settings
+from dyngnn.data.readers import detect_format
 from dyngnn.data.source import open_store
 from dyngnn.distributed import Layout, Ranks, comm_stats, init_distributed, restart_attempt
 from dyngnn.errors import InputError
@@ -63,6 +64,9 @@ class Trainer:
         self.resume = cfg.run.resume or (self.restarted and self.checkpoints.latest() is not None)
         if not self.resume and not self.restarted:
             self.run_dir.check_unused()
+        json_source = not cfg.data.store and detect_format(Path(cfg.data.source)) == "pygt-json"
+        for warning in ignored_settings(cfg, json_source) if self.is_main else ():
+            log.warning("%s", warning)
         # rank 0 opens (or converts) the store first, and a bad store stops every rank alike
         store = self.ranks.on_rank0(lambda: open_store(cfg.data))
         self.store = store if self.ranks.is_main else open_store(cfg.data)

@@ -552,3 +552,27 @@ def test_classes_cost_memory_by_their_number_and_counts_are_not_classes(cli, cap
     )
     assert r.code == 2 and len(r.error_lines) == 1 and "12,000 distinct targets" in r.err and "regression" in r.err
     assert not (tmp_path / "run-c").exists()
+
+
+def test_settings_a_run_would_not_use_are_named(cli, train_args, tiny, tmp_path):
+    r = cli("train", *train_args(tiny, tmp_path / "a", "--data.lifetime", "30d", "--data.window", "1d"))
+    assert r.code == 0, r.err
+    lines = [line for line in r.err.splitlines() if "ignored" in line]
+    assert len(lines) == 1 and "data.window, data.lifetime ignored: data.store" in lines[0], r.err
+    r = cli("train", *train_args(tiny, tmp_path / "b", "--task.targets", "classes"))
+    lines = [line for line in r.err.splitlines() if "ignored" in line]
+    assert r.code == 0 and len(lines) == 1 and "task.targets ignored" in lines[0], r.err
+    r = cli("train", *train_args(tiny, tmp_path / "c"))
+    assert r.code == 0 and "ignored" not in r.err
+    fixtures = Path(__file__).parent / "fixtures"
+    args = [
+        "--data.source",
+        fixtures / "edge_mapping.json",
+        "--data.window",
+        "1d",
+        "--data.cache_dir",
+        tmp_path / "cache",
+    ]
+    r = cli("train", *args, "--run.dir", tmp_path / "d", "--training.epochs", "1", "--run.no-progress")
+    lines = [line for line in r.err.splitlines() if "ignored" in line]
+    assert len(lines) == 1 and "data.window ignored" in lines[0] and "PyG-Temporal JSON" in lines[0], r.err
