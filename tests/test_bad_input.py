@@ -256,6 +256,13 @@ def test_training_on_a_store_with_a_node_id_out_of_range_stops_before_any_work(c
     pairs.flush()
     r = cli("train", "--data.store", store, "--run.dir", tmp_path / "run", "--training.epochs", "1")
     assert r.code == 2 and r.error_lines == [
+        f"dyngnn: error: {store / 'pairs.npy'}: checksum mismatch (the file is corrupted)"
+    ]
+    # without the checksums (or with a writer that got the ids wrong), the ids are still checked
+    r = cli(
+        "train", "--data.store", store, "--run.dir", tmp_path / "run", "--training.epochs", "1", "--data.no-checksums"
+    )
+    assert r.code == 2 and r.error_lines == [
         f"dyngnn: error: {store}: node ids outside 0..{DeltaStore.open(store).num_nodes - 1} (damaged store? "
         "dyngnn data verify checks it)"
     ], r.err
