@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dyngnn import malloc
+from dyngnn import malloc, threads
 from dyngnn.checkpoint import StopRequest, capture, numbers_settings, restore
 from dyngnn.config import Config, ignored_settings
 from dyngnn.data.readers import detect_format
@@ -142,6 +142,7 @@ class Trainer:
         """Stream, train one step, evaluate. Returns the epoch's metrics record (its
         ``val`` included) and the evaluation it was scored on."""
         start = time.perf_counter()
+        threads.fit_to_load()
         self.stream.reset_counters()
         graphs, targets = self.inputs.prepare(bar)
         first = self.inputs.feature_bytes if self.epoch == 0 else 0
