@@ -85,7 +85,7 @@ def fit_to_load() -> int:
     least 1), unless ``OMP_NUM_THREADS`` is set; the number of threads torch will use."""
     import torch
 
-    if "OMP_NUM_THREADS" in os.environ:
+    if os.environ.get("OMP_NUM_THREADS"):  # set, and not empty
         return torch.get_num_threads()
     others = others_running() or 0
     usable = usable_cpus()
