@@ -12,7 +12,8 @@ set ``OMP_NUM_THREADS``:
   CPU quota, SLURM's ``SLURM_CPUS_PER_TASK`` (:func:`usable_cpus`), where torch's own
   default counts every core of the machine;
 - at the start of every epoch, no more than the CPUs that other processes leave free
-  right now (:func:`fit_to_load`), so no thread waits on a core another job holds.
+  right now (:func:`fit_to_load`), so no thread waits on a core another job holds; a
+  process pinned to its own CPUs (``srun``'s binding, ``taskset``) keeps them all.
 
 ``benchmarks/under_load.py`` measures it (``benchmarks/RESULTS.md``, section 10).
 """
@@ -80,6 +81,13 @@ def _others_now() -> int | None:
     return max(0, running - mine)
 
 
+def shares_machine() -> bool:
+    """Whether this process may run on every CPU of the machine, so that any other
+    process's load competes with it."""
+    mask = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return mask >= (os.cpu_count() or 1)
+
+
 def fit_to_load() -> int:
     """Set torch's threads to the usable CPUs that other processes leave free now (at
     least 1), unless ``OMP_NUM_THREADS`` is set; the number of threads torch will use."""
@@ -87,9 +95,10 @@ def fit_to_load() -> int:
 
     if os.environ.get("OMP_NUM_THREADS"):  # set, and not empty
         return torch.get_num_threads()
-    others = others_running() or 0
-    usable = usable_cpus()
-    wanted = max(1, min(usable, os.cpu_count() or usable) - others)
+    # the load is counted machine-wide, so it is only this process's to share where it
+    # may run on every CPU; a process pinned to its own CPUs (srun, taskset) keeps them
+    others = (others_running() or 0) if shares_machine() else 0
+    wanted = max(1, usable_cpus() - others)
     if wanted != torch.get_num_threads():
         torch.set_num_threads(wanted)
     return wanted

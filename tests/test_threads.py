@@ -43,7 +43,7 @@ def test_the_free_cpus_set_the_threads_unless_the_user_did(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.setattr(threads, "usable_cpus", lambda: 8)
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr(threads, "shares_machine", lambda: True)
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         for others, expected in ((0, 8), (3, 5), (20, 1)):
@@ -53,5 +53,8 @@ def test_the_free_cpus_set_the_threads_unless_the_user_did(monkeypatch):
         torch.set_num_threads(3)
         monkeypatch.setattr(threads, "others_running", lambda: 7)
         assert threads.fit_to_load() == 3 == torch.get_num_threads()  # the user's setting stays
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setattr(threads, "shares_machine", lambda: False)  # pinned to its own CPUs
+        assert threads.fit_to_load() == 8 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
