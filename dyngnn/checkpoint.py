@@ -77,8 +77,12 @@ class Checkpoints:
         """Whether the directory holds anything at all."""
         return self.directory.exists() and any(self.directory.iterdir())
 
+    def files(self) -> list[Path]:
+        """The checkpoints, oldest first."""
+        return sorted(self.directory.glob("epoch-*.pt")) if self.directory.is_dir() else []
+
     def latest(self) -> Path | None:
-        found = sorted(self.directory.glob("epoch-*.pt")) if self.directory.is_dir() else []
+        found = self.files()
         return found[-1] if found else None
 
     def path(self, epoch: int) -> Path:
@@ -101,7 +105,7 @@ class Checkpoints:
             ) from None
         finally:  # interrupted (Ctrl-C, SIGTERM), or failed: no partial file left beside the checkpoints
             tmp.unlink(missing_ok=True)
-        for old in sorted(self.directory.glob("epoch-*.pt"))[: -self.keep]:
+        for old in self.files()[: -self.keep]:
             old.unlink()
         return path
 
@@ -115,7 +119,7 @@ class Checkpoints:
             InputError: no checkpoint at all, none readable (the newest one's reason), or
                 one written under other settings.
         """
-        found = sorted(self.directory.glob("epoch-*.pt"), reverse=True) if self.directory.is_dir() else []
+        found = self.files()[::-1]
         if not found:
             raise InputError(
                 f"{self.directory.parent}: --resume, but there is no checkpoint to resume from "

@@ -26,10 +26,15 @@ import time
 from pathlib import Path
 
 
+def _affinity() -> int:
+    """CPUs in this process's affinity mask (every CPU where there is no such mask)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def usable_cpus() -> int:
     """CPUs this process may really use: the smallest of its affinity mask, its cgroup's
     CPU quota (rounded up) and ``SLURM_CPUS_PER_TASK``; at least 1."""
-    counts = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1]
+    counts = [_affinity()]
     quota = _cgroup_quota()
     if quota is not None:
         counts.append(math.ceil(quota))
@@ -84,8 +89,7 @@ def _others_now() -> int | None:
 def shares_machine() -> bool:
     """Whether this process may run on every CPU of the machine, so that any other
     process's load competes with it."""
-    mask = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return mask >= (os.cpu_count() or 1)
+    return _affinity() >= (os.cpu_count() or 1)
 
 
 def fit_to_load() -> int:

@@ -176,16 +176,26 @@ class AtomicDirectory:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
-        if isinstance(exc, OSError) and exc.filename is None:  # a write that failed names the output
-            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+        name_failed_write(exc, self.path)
+
+
+def name_failed_write(exc: BaseException | None, path: Path) -> None:
+    """Raise a write that failed without naming a file (a full disk: the OS names none)
+    again as an ``OSError`` of ``path``, the output being written; otherwise nothing."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def _host() -> str:
+    """This host's name as work directories carry it (no ``-``, which separates fields)."""
+    return socket.gethostname().replace("-", "_")
 
 
 def _new_sibling(path: Path, kind: str) -> Path:
     """A new hidden directory beside ``path`` that names its writer (host and pid), made
     with ``mkdir``'s permissions."""
-    host = socket.gethostname().replace("-", "_")
     while True:
-        sibling = path.parent / f".{path.name}.{kind}-{host}-{os.getpid()}-{secrets.token_hex(4)}"
+        sibling = path.parent / f".{path.name}.{kind}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             sibling.mkdir(0o777)
             return sibling
@@ -196,10 +206,9 @@ def _new_sibling(path: Path, kind: str) -> Path:
 def remove_stale_siblings(path: Path) -> list[Path]:
     """Remove the hidden work directories of writers of ``path`` on this host whose
     process is gone; the removed directories. Writers elsewhere, or alive, are left alone."""
-    host = socket.gethostname().replace("-", "_")
     removed = []
     for kind in ("tmp", "old"):
-        for sibling in path.parent.glob(f".{path.name}.{kind}-{host}-*-*"):
+        for sibling in path.parent.glob(f".{path.name}.{kind}-{_host()}-*-*"):
             pid = sibling.name.rsplit("-", 2)[-2]
             if pid.isdigit() and not _alive(int(pid)):
                 shutil.rmtree(sibling, ignore_errors=True)

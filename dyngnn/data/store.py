@@ -51,7 +51,7 @@ from dyngnn.data.format import (
     record_array_specs,
     row_bytes,
 )
-from dyngnn.data.npyfile import AtomicDirectory, NpyWriter, data_sha256, open_array, write_array
+from dyngnn.data.npyfile import AtomicDirectory, NpyWriter, data_sha256, name_failed_write, open_array, write_array
 from dyngnn.data.snapshots import Snapshots, check_num_nodes, keys_to_edge_index
 from dyngnn.errors import InputError
 
@@ -330,9 +330,8 @@ class StoreBuilder:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
-        if isinstance(exc, OSError) and exc.filename is None and self._dir is not None:
-            # a write that failed (a full disk) names the store it was writing
-            raise OSError(exc.errno, exc.strerror, str(self._dir.path)) from None
+        if self._dir is not None:
+            name_failed_write(exc, self._dir.path)
 
 
 class DeltaStore:
